@@ -1,0 +1,1 @@
+"""PuLID-FLUX: IDFormer, cross-attention modules, weight loading and the identity value."""

@@ -1,0 +1,167 @@
+"""PuLID-FLUX networks: the IDFormer (face embeddings -> ID tokens) and the cross-attention
+modules that FLUX image tokens use to read those tokens.
+
+Written from the specification (shared research, pulid-spec sections 1-3). Every size comes from a
+`PulidConfig`, which `weights.config_from_shapes` reads off a weights file, so a tiny file with the
+real key layout builds a tiny model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Head widths are not visible in the weight shapes; the official model fixes them.
+ENCODER_HEAD_DIM = 64
+CA_HEAD_DIM = 128
+# The official model inserts one CA module after every 2nd double block and every 4th single block.
+DOUBLE_BLOCK_INTERVAL = 2
+SINGLE_BLOCK_INTERVAL = 4
+
+
+@dataclass(frozen=True)
+class PulidConfig:
+    encoder_dim: int = 1024  # IDFormer width
+    encoder_depth: int = 10  # attention + feed-forward layer pairs
+    num_queries: int = 32  # ID tokens produced per identity
+    num_id_tokens: int = 5  # tokens made from the ArcFace+EVA vector
+    id_input_dim: int = 1280  # ArcFace (512) + EVA CLS (768)
+    id_mapping_dim: int = 1024  # hidden width of the id_embedding_mapping MLP
+    vit_dim: int = 1024  # EVA hidden-state width fed to mapping_i
+    vit_mapping_dim: int = 1024  # hidden width of mapping_i
+    num_vit_scales: int = 5  # mapping_0..mapping_4: EVA hidden states used
+    ff_mult: int = 4
+    token_dim: int = 2048  # width of an ID token (proj_out columns, CA kv_dim)
+    flux_hidden: int = 3072  # FLUX hidden size (CA query width)
+    ca_inner_dim: int = 2048  # CA attention width
+    num_ca: int = 20
+
+    @property
+    def encoder_heads(self) -> int:
+        return self.encoder_dim // ENCODER_HEAD_DIM
+
+    @property
+    def ca_heads(self) -> int:
+        return self.ca_inner_dim // CA_HEAD_DIM
+
+
+def ca_block_placement(num_double: int, num_single: int) -> tuple[list[int], list[int]]:
+    """Block indices followed by a CA module: (double blocks, single blocks), in CA-module order."""
+    doubles = list(range(0, num_double, DOUBLE_BLOCK_INTERVAL))
+    singles = list(range(0, num_single, SINGLE_BLOCK_INTERVAL))
+    return doubles, singles
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    # Linear -> LN -> LeakyReLU -> Linear -> LN -> LeakyReLU -> Linear (indices match the file's keys)
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(),
+        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(),
+        nn.Linear(hidden, out_dim),
+    )
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head attention over [B, L, heads*d] tensors, returning [B, Lq, heads*d]."""
+    b, lq, _ = q.shape
+    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(b, lq, -1)
+
+
+class PerceiverAttention(nn.Module):
+    """IDFormer attention: queries from the latents, keys/values from [context, latents]."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, dim * 2, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        context = self.norm1(context)
+        latents = self.norm2(latents)
+        k, v = self.to_kv(torch.cat([context, latents], dim=1)).chunk(2, dim=-1)
+        return self.to_out(_attention(self.to_q(latents), k, v, self.heads))
+
+
+class PerceiverAttentionCA(nn.Module):
+    """Cross-attention from FLUX image tokens (queries) to the ID tokens (keys/values)."""
+
+    def __init__(self, flux_hidden: int, token_dim: int, inner_dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(token_dim)
+        self.norm2 = nn.LayerNorm(flux_hidden)
+        self.to_q = nn.Linear(flux_hidden, inner_dim, bias=False)
+        self.to_kv = nn.Linear(token_dim, inner_dim * 2, bias=False)
+        self.to_out = nn.Linear(inner_dim, flux_hidden, bias=False)
+
+    def forward(self, id_tokens: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        k, v = self.to_kv(self.norm1(id_tokens)).chunk(2, dim=-1)
+        q = self.to_q(self.norm2(img))
+        return self.to_out(_attention(q, k, v, self.heads))
+
+
+class IDFormer(nn.Module):
+    """Perceiver resampler: ArcFace+EVA vector and five EVA hidden states -> ID tokens."""
+
+    def __init__(self, cfg: PulidConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.encoder_dim
+        self.latents = nn.Parameter(torch.zeros(1, cfg.num_queries, d))
+        self.proj_out = nn.Parameter(torch.zeros(d, cfg.token_dim))
+        self.layers = nn.ModuleList(
+            nn.ModuleList([
+                PerceiverAttention(d, cfg.encoder_heads),
+                nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d * cfg.ff_mult, bias=False), nn.GELU(),
+                              nn.Linear(d * cfg.ff_mult, d, bias=False)),
+            ])
+            for _ in range(cfg.encoder_depth)
+        )
+        for i in range(cfg.num_vit_scales):
+            setattr(self, f"mapping_{i}", _mlp(cfg.vit_dim, cfg.vit_mapping_dim, d))
+        self.id_embedding_mapping = _mlp(cfg.id_input_dim, cfg.id_mapping_dim, d * cfg.num_id_tokens)
+
+    def forward(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor]) -> torch.Tensor:
+        """id_vector [B, 1280] (or [B, N, 1280]); vit_hidden: num_vit_scales x [B, 577, 1024]."""
+        cfg = self.cfg
+        b = id_vector.shape[0]
+        id_tokens = self.id_embedding_mapping(id_vector).reshape(b, -1, cfg.encoder_dim)
+        latents = torch.cat([self.latents.expand(b, -1, -1), id_tokens], dim=1)
+        per_scale = cfg.encoder_depth // cfg.num_vit_scales
+        for i, hidden in enumerate(vit_hidden):
+            context = torch.cat([id_tokens, getattr(self, f"mapping_{i}")(hidden)], dim=1)
+            for attn, ff in self.layers[i * per_scale:(i + 1) * per_scale]:
+                latents = attn(context, latents) + latents
+                latents = ff(latents) + latents
+        return latents[:, :cfg.num_queries] @ self.proj_out
+
+
+class PulidFlux(nn.Module):
+    """Both halves of a PuLID-FLUX weights file: `pulid_encoder` and `pulid_ca`."""
+
+    def __init__(self, cfg: PulidConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pulid_encoder = IDFormer(cfg)
+        self.pulid_ca = nn.ModuleList(
+            PerceiverAttentionCA(cfg.flux_hidden, cfg.token_dim, cfg.ca_inner_dim, cfg.ca_heads)
+            for _ in range(cfg.num_ca)
+        )
+
+    @torch.no_grad()
+    def encode(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond) ID tokens. Uncond is the encoder run on all-zero inputs (spec 2.5)."""
+        p = next(self.parameters())
+        id_vector = id_vector.to(p.device, p.dtype)
+        vit_hidden = [h.to(p.device, p.dtype) for h in vit_hidden]
+        cond = self.pulid_encoder(id_vector, vit_hidden)
+        uncond = self.pulid_encoder(torch.zeros_like(id_vector), [torch.zeros_like(h) for h in vit_hidden])
+        return cond, uncond
