@@ -3,7 +3,9 @@ modules that FLUX image tokens use to read those tokens.
 
 Written from the specification (shared research, pulid-spec sections 1-3). Every size comes from a
 `PulidConfig`, which `weights.config_from_shapes` reads off a weights file, so a tiny file with the
-real key layout builds a tiny model.
+real key layout builds a tiny model. Layers come from an `ops` namespace (torch.nn by default) so the
+ComfyUI adapter can build them from comfy.ops, whose layers compute in the activations' dtype and
+support ComfyUI's partial (low-VRAM) loading.
 """
 from __future__ import annotations
 
@@ -54,12 +56,12 @@ def ca_block_placement(num_double: int, num_single: int) -> tuple[list[int], lis
     return doubles, singles
 
 
-def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+def _mlp(ops, in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     # Linear -> LN -> LeakyReLU -> Linear -> LN -> LeakyReLU -> Linear (indices match the file's keys)
     return nn.Sequential(
-        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(),
-        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(),
-        nn.Linear(hidden, out_dim),
+        ops.Linear(in_dim, hidden), ops.LayerNorm(hidden), nn.LeakyReLU(),
+        ops.Linear(hidden, hidden), ops.LayerNorm(hidden), nn.LeakyReLU(),
+        ops.Linear(hidden, out_dim),
     )
 
 
@@ -74,14 +76,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) ->
 class PerceiverAttention(nn.Module):
     """IDFormer attention: queries from the latents, keys/values from [context, latents]."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, ops=nn):
         super().__init__()
         self.heads = heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_kv = nn.Linear(dim, dim * 2, bias=False)
-        self.to_out = nn.Linear(dim, dim, bias=False)
+        self.norm1 = ops.LayerNorm(dim)
+        self.norm2 = ops.LayerNorm(dim)
+        self.to_q = ops.Linear(dim, dim, bias=False)
+        self.to_kv = ops.Linear(dim, dim * 2, bias=False)
+        self.to_out = ops.Linear(dim, dim, bias=False)
 
     def forward(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         context = self.norm1(context)
@@ -93,14 +95,14 @@ class PerceiverAttention(nn.Module):
 class PerceiverAttentionCA(nn.Module):
     """Cross-attention from FLUX image tokens (queries) to the ID tokens (keys/values)."""
 
-    def __init__(self, flux_hidden: int, token_dim: int, inner_dim: int, heads: int):
+    def __init__(self, flux_hidden: int, token_dim: int, inner_dim: int, heads: int, ops=nn):
         super().__init__()
         self.heads = heads
-        self.norm1 = nn.LayerNorm(token_dim)
-        self.norm2 = nn.LayerNorm(flux_hidden)
-        self.to_q = nn.Linear(flux_hidden, inner_dim, bias=False)
-        self.to_kv = nn.Linear(token_dim, inner_dim * 2, bias=False)
-        self.to_out = nn.Linear(inner_dim, flux_hidden, bias=False)
+        self.norm1 = ops.LayerNorm(token_dim)
+        self.norm2 = ops.LayerNorm(flux_hidden)
+        self.to_q = ops.Linear(flux_hidden, inner_dim, bias=False)
+        self.to_kv = ops.Linear(token_dim, inner_dim * 2, bias=False)
+        self.to_out = ops.Linear(inner_dim, flux_hidden, bias=False)
 
     def forward(self, id_tokens: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
         k, v = self.to_kv(self.norm1(id_tokens)).chunk(2, dim=-1)
@@ -111,7 +113,7 @@ class PerceiverAttentionCA(nn.Module):
 class IDFormer(nn.Module):
     """Perceiver resampler: ArcFace+EVA vector and five EVA hidden states -> ID tokens."""
 
-    def __init__(self, cfg: PulidConfig):
+    def __init__(self, cfg: PulidConfig, ops=nn):
         super().__init__()
         self.cfg = cfg
         d = cfg.encoder_dim
@@ -119,49 +121,52 @@ class IDFormer(nn.Module):
         self.proj_out = nn.Parameter(torch.zeros(d, cfg.token_dim))
         self.layers = nn.ModuleList(
             nn.ModuleList([
-                PerceiverAttention(d, cfg.encoder_heads),
-                nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d * cfg.ff_mult, bias=False), nn.GELU(),
-                              nn.Linear(d * cfg.ff_mult, d, bias=False)),
+                PerceiverAttention(d, cfg.encoder_heads, ops),
+                nn.Sequential(ops.LayerNorm(d), ops.Linear(d, d * cfg.ff_mult, bias=False), nn.GELU(),
+                              ops.Linear(d * cfg.ff_mult, d, bias=False)),
             ])
             for _ in range(cfg.encoder_depth)
         )
         for i in range(cfg.num_vit_scales):
-            setattr(self, f"mapping_{i}", _mlp(cfg.vit_dim, cfg.vit_mapping_dim, d))
-        self.id_embedding_mapping = _mlp(cfg.id_input_dim, cfg.id_mapping_dim, d * cfg.num_id_tokens)
+            setattr(self, f"mapping_{i}", _mlp(ops, cfg.vit_dim, cfg.vit_mapping_dim, d))
+        self.id_embedding_mapping = _mlp(ops, cfg.id_input_dim, cfg.id_mapping_dim, d * cfg.num_id_tokens)
 
     def forward(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor]) -> torch.Tensor:
         """id_vector [B, 1280] (or [B, N, 1280]); vit_hidden: num_vit_scales x [B, 577, 1024]."""
         cfg = self.cfg
         b = id_vector.shape[0]
         id_tokens = self.id_embedding_mapping(id_vector).reshape(b, -1, cfg.encoder_dim)
-        latents = torch.cat([self.latents.expand(b, -1, -1), id_tokens], dim=1)
+        latents = torch.cat([self.latents.to(id_tokens).expand(b, -1, -1), id_tokens], dim=1)
         per_scale = cfg.encoder_depth // cfg.num_vit_scales
         for i, hidden in enumerate(vit_hidden):
             context = torch.cat([id_tokens, getattr(self, f"mapping_{i}")(hidden)], dim=1)
             for attn, ff in self.layers[i * per_scale:(i + 1) * per_scale]:
                 latents = attn(context, latents) + latents
                 latents = ff(latents) + latents
-        return latents[:, :cfg.num_queries] @ self.proj_out
+        return latents[:, :cfg.num_queries] @ self.proj_out.to(latents)
 
 
 class PulidFlux(nn.Module):
     """Both halves of a PuLID-FLUX weights file: `pulid_encoder` and `pulid_ca`."""
 
-    def __init__(self, cfg: PulidConfig):
+    def __init__(self, cfg: PulidConfig, ops=nn):
         super().__init__()
         self.cfg = cfg
-        self.pulid_encoder = IDFormer(cfg)
+        self.pulid_encoder = IDFormer(cfg, ops)
         self.pulid_ca = nn.ModuleList(
-            PerceiverAttentionCA(cfg.flux_hidden, cfg.token_dim, cfg.ca_inner_dim, cfg.ca_heads)
+            PerceiverAttentionCA(cfg.flux_hidden, cfg.token_dim, cfg.ca_inner_dim, cfg.ca_heads, ops)
             for _ in range(cfg.num_ca)
         )
 
     @torch.no_grad()
-    def encode(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cond, uncond) ID tokens. Uncond is the encoder run on all-zero inputs (spec 2.5)."""
-        p = next(self.parameters())
-        id_vector = id_vector.to(p.device, p.dtype)
-        vit_hidden = [h.to(p.device, p.dtype) for h in vit_hidden]
+    def encode(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor],
+               dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond) ID tokens. Uncond is the encoder run on all-zero inputs (spec 2.5).
+
+        Computed in `dtype` (default: the weights' dtype) on the weights' device."""
+        p = self.pulid_encoder.latents
+        id_vector = id_vector.to(p.device, dtype or p.dtype)
+        vit_hidden = [h.to(p.device, dtype or p.dtype) for h in vit_hidden]
         cond = self.pulid_encoder(id_vector, vit_hidden)
         uncond = self.pulid_encoder(torch.zeros_like(id_vector), [torch.zeros_like(h) for h in vit_hidden])
         return cond, uncond

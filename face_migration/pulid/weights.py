@@ -142,8 +142,10 @@ def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_pulid_flux(path: str, folder_hint: str = "models/pulid") -> tuple[PulidFlux, str]:
-    """Build the model from a file, checking everything; returns (model on CPU in the file's dtype, fingerprint)."""
+def load_pulid_flux(path: str, folder_hint: str = "models/pulid", ops=torch.nn) -> tuple[PulidFlux, str]:
+    """Build the model from a file, checking everything; returns (model on CPU in the file's dtype, fingerprint).
+
+    ops: layer namespace for the modules (see model.py)."""
     name = os.path.basename(path)
     header = read_header(path, folder_hint)
     shapes = {k: tuple(v["shape"]) for k, v in header.items()}
@@ -155,6 +157,6 @@ def load_pulid_flux(path: str, folder_hint: str = "models/pulid") -> tuple[Pulid
         raise ModelFileError(f"{name} mixes or uses non-float dtypes {sorted(map(str, dtypes))}; "
                              f"download the official file again.")
     with torch.device("meta"):
-        model = PulidFlux(cfg)
+        model = PulidFlux(cfg, ops)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval().requires_grad_(False), weights_fingerprint(state_dict)

@@ -1,0 +1,179 @@
+"""PuLID model loader and the Apply node: identity into ComfyUI's FLUX through block patches on a clone."""
+from __future__ import annotations
+
+import logging
+import os
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+import comfy.patcher_extension
+import folder_paths
+from comfy.ldm.flux.model import Flux
+from comfy_api.v0_0_2 import io
+
+from ..face_migration.catalog import BY_KEY
+from ..face_migration.errors import IncompatibleModelError, ModelFileError
+from ..face_migration.injection import (Injection, PulidBlockPatch, SigmaRange, StepRange, TokenGridWrapper,
+                                        UncondMode, block_patches)
+from ..face_migration.pulid.weights import load_pulid_flux
+from .common import CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint
+
+WRAPPER_KEY = "face_migration_pulid_grid"
+MAX_STEP = 10000
+
+
+class PulidModelHandle:
+    """The PULID model value: the library model plus the ModelPatcher that lets ComfyUI load it onto the
+    sampling device with the diffusion model, count its memory and offload it."""
+
+    def __init__(self, path: str):
+        self.name = os.path.basename(path)
+        self.model, self.fingerprint = load_pulid_flux(path, folder_hint("pulid"), ops=comfy.ops.manual_cast)
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            self.model, load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device())
+
+    def __repr__(self):
+        return f"PuLID-FLUX model {self.name} ({self.model.cfg.num_ca} CA modules, weights {self.fingerprint})"
+
+
+_loaded: dict[tuple, PulidModelHandle] = {}
+
+
+def load_handle(filename: str) -> PulidModelHandle:
+    """Load once per file version; a changed file on disk is loaded again."""
+    path = folder_paths.get_full_path("pulid", filename)
+    if path is None:
+        raise ModelFileError(f"PuLID file '{filename}' not found in {folder_hint('pulid')}. "
+                             f"{BY_KEY['pulid_flux'].download_hint()}")
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _loaded:
+        _loaded.clear()  # one PuLID model in RAM at a time
+        _loaded[key] = PulidModelHandle(path)
+        logging.info("%s loaded %r", LOG_PREFIX, _loaded[key])
+    return _loaded[key]
+
+
+class PulidModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        files = [f for f in folder_paths.get_filename_list("pulid") if f.lower().endswith(".safetensors")]
+        return io.Schema(
+            node_id="FaceMigration_PulidModelLoader",
+            display_name="Load PuLID-FLUX Model",
+            category=CATEGORY,
+            description="Loads pulid_flux_v0.9.1.safetensors (or v0.9.0) from models/pulid. Checked key by key; "
+                        "ComfyUI moves it to the GPU together with the FLUX model.",
+            inputs=[io.Combo.Input("pulid_file", options=files,
+                                   tooltip="PuLID-FLUX weights in models/pulid (pulid_flux_v0.9.1.safetensors "
+                                           "from huggingface.co/guozinan/PuLID).")],
+            outputs=[PulidModel.Output(display_name="pulid_model",
+                                       tooltip="The PuLID IDFormer and cross-attention modules, for Encode Face "
+                                               "and Apply PuLID.")],
+        )
+
+    @classmethod
+    def execute(cls, pulid_file):
+        return io.NodeOutput(load_handle(pulid_file))
+
+
+def check_flux_model(diffusion_model, handle: PulidModelHandle) -> tuple[int, int]:
+    """(double, single) block counts of a FLUX model the PuLID weights fit, or a clear error naming both."""
+    cfg = handle.model.cfg
+    kind = type(diffusion_model).__name__
+    if not isinstance(diffusion_model, Flux) or not hasattr(diffusion_model, "single_blocks"):
+        raise IncompatibleModelError(
+            f"Apply PuLID needs a FLUX.1 model (dev, schnell, Krea, Kontext); the connected model is {kind}. "
+            f"{handle.name} was trained for FLUX.1 (hidden size {cfg.flux_hidden}).")
+    hidden = diffusion_model.hidden_size
+    doubles, singles = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
+    placed = len(block_patches(doubles, singles))
+    if hidden != cfg.flux_hidden or placed != cfg.num_ca:
+        raise IncompatibleModelError(
+            f"The connected {kind} model (hidden size {hidden}, {doubles} double + {singles} single blocks, "
+            f"needs {placed} PuLID modules) does not fit {handle.name} (hidden size {cfg.flux_hidden}, "
+            f"{cfg.num_ca} PuLID modules). PuLID-FLUX works with FLUX.1 models only, not FLUX.2, Chroma, "
+            f"HunyuanVideo or SD3.")
+    return doubles, singles
+
+
+def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing: str, start_step: int,
+                end_step: int, start_percent: float, end_percent: float, uncond_id: str, mask=None):
+    """A clone of `model` with the identity injected; `model` itself is left untouched."""
+    doubles, singles = check_flux_model(model.get_model_object("diffusion_model"), handle)
+    identity.check_against(handle.model, handle.fingerprint)
+    if timing == "percent":
+        sampling = model.get_model_object("model_sampling")
+        gate = SigmaRange(high=sampling.percent_to_sigma(start_percent), low=sampling.percent_to_sigma(end_percent))
+    else:
+        gate = StepRange(start=start_step, end=end_step)
+    injection = Injection(handle.model, identity, weight, gate, UncondMode(uncond_id), mask)
+
+    patched = model.clone()
+    existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+    for kind, block, ca_index in block_patches(doubles, singles):
+        previous = existing.get((f"{kind}_block", block))
+        if isinstance(previous, PulidBlockPatch) and previous.ca_index == ca_index:
+            patch = previous.extended(injection, (handle.patcher,))
+        else:  # first PuLID on this block; a foreign patch is chained, not replaced
+            patch = PulidBlockPatch(kind, ca_index, (injection,), previous, (handle.patcher,))
+        patched.set_model_patch_replace(patch, "dit", f"{kind}_block", block)
+    wrappers = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    if not patched.get_wrappers(wrappers, WRAPPER_KEY):
+        patched.add_wrapper_with_key(wrappers, WRAPPER_KEY, TokenGridWrapper())
+    return patched
+
+
+class ApplyPulid(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_ApplyPulid",
+            display_name="Apply PuLID-FLUX",
+            category=CATEGORY,
+            description="Injects a face identity into a FLUX model (returns a patched copy; the input model is "
+                        "never changed). Chain several to add identities, each with its own mask.",
+            inputs=[
+                io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Krea, Kontext)."),
+                PulidModel.Input("pulid_model", tooltip="From Load PuLID-FLUX Model; the same one the identity "
+                                                        "was encoded with."),
+                PulidId.Input("pulid_id", tooltip="The face identity from Encode Face (PuLID)."),
+                io.Float.Input("weight", default=1.0, min=-1.0, max=5.0, step=0.05,
+                               tooltip="Identity strength (the hosted API's id_weight). 1 = official default; "
+                                       "0 = off. Higher copies the face harder at the cost of prompt freedom."),
+                io.Combo.Input("timing", options=["steps", "percent"], default="steps",
+                               tooltip="steps: start/end are denoising step numbers (as the hosted API's "
+                                       "id_timestep_start). percent: start/end are fractions of the schedule, "
+                                       "as ControlNet's."),
+                io.Int.Input("start_step", default=0, min=0, max=MAX_STEP,
+                             tooltip="steps mode: the first step (counted from 0) with the identity. 0 = from the "
+                                     "first step (highest fidelity); 1-4 leaves the first steps to the prompt "
+                                     "(more editable, official advice: 4 for photos, 0-1 for stylised)."),
+                io.Int.Input("end_step", default=MAX_STEP, min=0, max=MAX_STEP,
+                             tooltip="steps mode: the identity stops before this step. Leave high to keep it "
+                                     "to the end."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="percent mode: where in the schedule the identity starts (0 = start)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="percent mode: where in the schedule the identity ends (1 = end)."),
+                io.Combo.Input("uncond_id", options=[m.value for m in UncondMode], default=UncondMode.UNCOND_ID.value,
+                               tooltip="What the negative (CFG) pass gets when CFG > 1: 'uncond ID' as the official "
+                                       "code (the encoder's empty identity), the same identity, or none."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional: restrict the identity to this region (white = identity). Resized "
+                                      "to the image; one mask or one per batch image. Use two Apply nodes with "
+                                      "two masks for two people."),
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip="The FLUX model with the identity applied.")],
+        )
+
+    @classmethod
+    def execute(cls, model, pulid_model, pulid_id, weight, timing, start_step, end_step, start_percent,
+                end_percent, uncond_id, mask=None):
+        return io.NodeOutput(apply_pulid(model, pulid_model, pulid_id, weight, timing, start_step, end_step,
+                                         start_percent, end_percent, uncond_id, mask))
+
+
+NODES = [PulidModelLoader, ApplyPulid]
