@@ -84,17 +84,21 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], name: str) -> PulidCo
             f"{name} is not a PuLID-FLUX weights file: it looks like {_identify_foreign(keys)}. "
             f"Expected pulid_flux_v0.9.1.safetensors (keys 'pulid_encoder.*' and 'pulid_ca.*').")
     e = ENCODER_PREFIX
-    try:
-        _, num_queries, encoder_dim = shapes[f"{e}latents"]
-        token_dim = shapes[f"{e}proj_out"][1]
-        id_mapping_dim, id_input_dim = shapes[f"{e}id_embedding_mapping.0.weight"]
-        num_id_tokens = shapes[f"{e}id_embedding_mapping.6.weight"][0] // encoder_dim
-        vit_mapping_dim, vit_dim = shapes[f"{e}mapping_0.0.weight"]
-        ff_mult = shapes[f"{e}layers.0.1.1.weight"][0] // encoder_dim
-        ca_inner_dim, flux_hidden = shapes[f"{CA_PREFIX}0.to_q.weight"]
-    except (KeyError, ValueError) as exc:
-        raise ModelFileError(f"{name} is an incomplete PuLID-FLUX file: tensor {exc} is missing or malformed. "
-                             f"Download it again.") from None
+    def dims(key: str, ndim: int) -> tuple[int, ...]:
+        shape = shapes.get(key)
+        if shape is None or len(shape) != ndim or 0 in shape:
+            found = "missing" if shape is None else f"of shape {list(shape)}"
+            raise ModelFileError(f"{name} is an incomplete or damaged PuLID-FLUX file: tensor {key} is {found}, "
+                                 f"expected {ndim} non-zero dimensions. Download it again.")
+        return shape
+
+    _, num_queries, encoder_dim = dims(f"{e}latents", 3)
+    token_dim = dims(f"{e}proj_out", 2)[1]
+    id_mapping_dim, id_input_dim = dims(f"{e}id_embedding_mapping.0.weight", 2)
+    num_id_tokens = dims(f"{e}id_embedding_mapping.6.weight", 2)[0] // encoder_dim
+    vit_mapping_dim, vit_dim = dims(f"{e}mapping_0.0.weight", 2)
+    ff_mult = dims(f"{e}layers.0.1.1.weight", 2)[0] // encoder_dim
+    ca_inner_dim, flux_hidden = dims(f"{CA_PREFIX}0.to_q.weight", 2)
     return PulidConfig(
         encoder_dim=encoder_dim,
         encoder_depth=_count(rf"{re.escape(e)}layers\.(\d+)\..*", keys),
