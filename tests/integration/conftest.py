@@ -1,0 +1,261 @@
+"""Integration tests against a real, headless ComfyUI.
+
+Skipped unless COMFYUI_PATH points at a ComfyUI checkout (a folder with main.py). The server runs with
+COMFYUI_PYTHON (default: this interpreter), which needs torch and ComfyUI's requirements. One server is
+shared by the whole session; it gets a temporary --base-directory holding this pack and the test
+helper pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (COMFY_TINY_FLUX, or made
+with ../shared/comfyui/make_tiny_flux.py beside the repo) and tiny PuLID files in models/pulid.
+
+Other settings: COMFYUI_EXTRA_ARGS (default "--cpu"), COMFYUI_START_TIMEOUT (s, default 180),
+COMFYUI_PROMPT_TIMEOUT (s, default 600).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACK_NAME = "comfyui-face-migration"
+HELPER_NAME = "face_migration_test_helpers"
+TINY_FLUX_NAME = "tiny_flux.safetensors"
+PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
+PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit that FLUX
+
+sys.path.insert(0, str(REPO / "tests"))  # tiny_pulid.py
+from tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
+
+
+def _comfyui_path() -> Path | None:
+    path = os.environ.get("COMFYUI_PATH")
+    return Path(path) if path and (Path(path) / "main.py").is_file() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_comfyui():
+    if _comfyui_path() is None:
+        pytest.skip("integration tests need env COMFYUI_PATH set to a ComfyUI checkout (folder with main.py)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tiny_flux(models: Path, python: str, comfyui: Path) -> None:
+    target = models / "diffusion_models" / TINY_FLUX_NAME
+    given = os.environ.get("COMFY_TINY_FLUX")
+    if given:
+        if not Path(given).is_file():
+            pytest.fail(f"COMFY_TINY_FLUX={given} is not a file")
+        target.symlink_to(Path(given).resolve())
+        return
+    generator = REPO.parent / "shared" / "comfyui" / "make_tiny_flux.py"
+    if not generator.is_file():
+        pytest.skip(f"no tiny FLUX: set COMFY_TINY_FLUX to a .safetensors file, or provide {generator}")
+    # --comfy-dir makes the generator check the file with ComfyUI's own model detection.
+    done = subprocess.run([python, str(generator), str(target), "--comfy-dir", str(comfyui)],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"make_tiny_flux.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+class ComfyServer:
+    """A running ComfyUI: HTTP helpers to post API-format prompts and read their history."""
+
+    def __init__(self, url: str, base: Path, log: Path, process: subprocess.Popen):
+        self.url, self.base, self.log, self.process = url, base, log, process
+
+    def _get(self, route: str):
+        with urllib.request.urlopen(self.url + route, timeout=30) as resp:
+            return json.load(resp)
+
+    def object_info(self) -> dict:
+        return self._get("/object_info")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def submit(self, prompt: dict) -> str:
+        """POST /prompt; a rejected prompt fails the test with ComfyUI's validation errors."""
+        body = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
+        req = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.load(resp)["prompt_id"]
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"ComfyUI rejected the prompt: {exc.read().decode(errors='replace')}") from None
+
+    def history(self, prompt: dict) -> dict:
+        """Run a prompt to the end and return its /history entry (outputs, status, messages)."""
+        prompt_id = self.submit(prompt)
+        deadline = time.monotonic() + float(os.environ.get("COMFYUI_PROMPT_TIMEOUT", 600))
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"ComfyUI died while running a prompt; log tail:\n{self.log_text()[-4000:]}")
+            entry = self._get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and (entry["status"].get("completed") or entry["status"].get("status_str") == "error"):
+                return entry
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish in time; log tail:\n{self.log_text()[-4000:]}")
+
+    @staticmethod
+    def messages(entry: dict, kind: str) -> list[dict]:
+        return [data for name, data in entry["status"].get("messages", []) if name == kind]
+
+    def run(self, prompt: dict) -> dict:
+        """Run a prompt that must succeed; returns its history entry. Fails with the server's error text."""
+        entry = self.history(prompt)
+        errors = self.messages(entry, "execution_error")
+        if errors or entry["status"].get("status_str") != "success":
+            detail = "\n".join(f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
+                               f"{e.get('exception_message')}\n{''.join(e.get('traceback', []))[-3000:]}"
+                               for e in errors)
+            raise AssertionError(f"prompt failed ({entry['status'].get('status_str')}):\n{detail}")
+        return entry
+
+    def run_error(self, prompt: dict) -> dict:
+        """Run a prompt that must fail at execution time; returns the execution_error message."""
+        entry = self.history(prompt)
+        errors = self.messages(entry, "execution_error")
+        assert errors, f"expected the prompt to fail, it finished with {entry['status'].get('status_str')}"
+        return errors[0]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory) -> ComfyServer:
+    comfyui = _comfyui_path()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    base = tmp_path_factory.mktemp("comfy_base")
+    for sub in ("custom_nodes", "input", "output", "temp", "user", "models/diffusion_models", "models/pulid"):
+        (base / sub).mkdir(parents=True)
+    (base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
+    (base / "custom_nodes" / HELPER_NAME).symlink_to(Path(__file__).resolve().parent / "helper_pack")
+    _tiny_flux(base / "models", python, comfyui)
+    pulid = base / "models" / "pulid"
+    write_tiny_pulid(pulid / PULID_FILE, TINY_CFG_FOR_COMPAT_FLUX, seed=0)
+    cfg_5ca = TINY_CFG_FOR_COMPAT_FLUX.__class__(**{**TINY_CFG_FOR_COMPAT_FLUX.__dict__, "num_ca": 5})
+    write_tiny_pulid(pulid / PULID_MISMATCH_FILE, cfg_5ca, seed=0)
+
+    port = _free_port()
+    log = base / "server.log"
+    cmd = [python, "main.py", *shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "--cpu")),
+           "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+           "--base-directory", str(base), "--database-url", f"sqlite:///{base}/user/comfyui.db"]
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(cmd, cwd=comfyui, stdout=log_file, stderr=subprocess.STDOUT)
+    server = ComfyServer(f"http://127.0.0.1:{port}", base, log, process)
+    try:
+        deadline = time.monotonic() + float(os.environ.get("COMFYUI_START_TIMEOUT", 180))
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode} at start; log tail:\n{server.log_text()[-4000:]}")
+            try:
+                server._get("/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI not ready in time; log tail:\n{server.log_text()[-4000:]}")
+                time.sleep(0.5)
+        failed = [line for line in server.log_text().splitlines()
+                  if "IMPORT FAILED" in line and (PACK_NAME in line or HELPER_NAME in line)]
+        if failed:
+            pytest.fail("custom node import failed:\n" + "\n".join(failed) + "\n" + server.log_text()[-4000:])
+        yield server
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# API-format graphs: tiny FLUX -> (Apply PuLID)* -> KSampler -> latent digest.
+
+def flux_graph(applies=(), *, batch=1, cfg=1.0, steps=3, size=128, seed=42, tokens=32) -> dict:
+    """A prompt sampling the tiny FLUX. Each entry of `applies` adds one Apply node (chained in order):
+    a dict of Apply inputs to override, plus optional keys `identity_seed`, `identity_count`,
+    `pulid_file` and `mask` ("left" | "right" | "zero" | None: a region of the size x size image)."""
+    g = {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_FLUX_NAME, "weight_dtype": "default"}},
+        "positive": {"class_type": "FaceMigrationTest_RandomConditioning", "inputs": {
+            "seed": 1, "tokens": tokens, "context_dim": 4096, "pooled_dim": 768, "guidance": 3.5}},
+        "negative": {"class_type": "FaceMigrationTest_RandomConditioning", "inputs": {
+            "seed": 2, "tokens": tokens, "context_dim": 4096, "pooled_dim": 768, "guidance": 3.5}},
+        "latent": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
+    }
+    model = ["unet", 0]
+    for i, spec in enumerate(applies):
+        spec = dict(spec)
+        pulid_file = spec.pop("pulid_file", PULID_FILE)
+        loader = "pulid_loader_" + pulid_file.split(".")[0]
+        g[loader] = {"class_type": "FaceMigration_PulidModelLoader", "inputs": {"pulid_file": pulid_file}}
+        identity = f"identity_{i}"
+        g[identity] = {"class_type": "FaceMigrationTest_RandomPulidId", "inputs": {
+            "pulid_model": [loader, 0], "seed": spec.pop("identity_seed", 7), "count": spec.pop("identity_count", 1)}}
+        inputs = {"model": model, "pulid_model": [loader, 0], "pulid_id": [identity, 0], "weight": 1.0,
+                  "timing": "steps", "start_step": 0, "end_step": 10000, "start_percent": 0.0,
+                  "end_percent": 1.0, "uncond_id": "uncond ID"}
+        mask = spec.pop("mask", None)
+        if mask is not None:
+            inputs["mask"] = [_add_mask(g, f"mask_{i}", mask, size), 0]
+        inputs.update(spec)
+        g[f"apply_{i}"] = {"class_type": "FaceMigration_ApplyPulid", "inputs": inputs}
+        model = [f"apply_{i}", 0]
+    g["sampler"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": ["positive", 0], "negative": ["negative", 0], "latent_image": ["latent", 0],
+        "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+    g["digest"] = {"class_type": "FaceMigrationTest_LatentDigest", "inputs": {"samples": ["sampler", 0]}}
+    return g
+
+
+def _add_mask(g: dict, name: str, region: str, size: int) -> str:
+    """Core SolidMask + MaskComposite: ones on the left or right half of the image, or all zeros."""
+    g[f"{name}_canvas"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": size, "height": size}}
+    if region == "zero":
+        return f"{name}_canvas"
+    g[f"{name}_half"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": size // 2, "height": size}}
+    g[name] = {"class_type": "MaskComposite", "inputs": {
+        "destination": [f"{name}_canvas", 0], "source": [f"{name}_half", 0],
+        "x": 0 if region == "left" else size // 2, "y": 0, "operation": "add"}}
+    return name
+
+
+def digest(entry: dict) -> dict:
+    """The latent digest (sha256, shape, mean, std) of a flux_graph run."""
+    return entry["outputs"]["digest"]["latent_digest"][0]
+
+
+def executed(entry: dict, node_id: str) -> bool:
+    """Whether a node really ran in this prompt (rather than coming from ComfyUI's cache)."""
+    cached = {n for m in ComfyServer.messages(entry, "execution_cached") for n in m["nodes"]}
+    return node_id not in cached
+
+
+@pytest.fixture(scope="session")
+def graphs():
+    """The graph helpers, for test modules (conftest.py cannot be imported by them)."""
+    class Graphs:
+        flux = staticmethod(flux_graph)
+        digest = staticmethod(digest)
+        executed = staticmethod(executed)
+        PULID_MISMATCH_FILE = globals()["PULID_MISMATCH_FILE"]
+        PACK_NAME = globals()["PACK_NAME"]
+    return Graphs

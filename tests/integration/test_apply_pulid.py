@@ -1,0 +1,98 @@
+"""The PuLID loader and Apply node in a real ComfyUI: UNETLoader (tiny FLUX) -> Apply -> KSampler."""
+import pytest
+
+LOADER = "FaceMigration_PulidModelLoader"
+APPLY = "FaceMigration_ApplyPulid"
+APPLY_INPUTS = {"model", "pulid_model", "pulid_id", "weight", "timing", "start_step", "end_step",
+                "start_percent", "end_percent", "uncond_id", "mask"}
+
+
+@pytest.fixture(scope="module")
+def plain(comfy, graphs):
+    """Digest of the graph without Apply (batch 1, cfg 1, 3 steps): the reference for 'no identity'."""
+    return graphs.digest(comfy.run(graphs.flux()))
+
+
+def test_pack_imports_and_every_node_input_and_output_has_a_tooltip(comfy, graphs):
+    log = comfy.log_text()
+    assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if graphs.PACK_NAME in l)
+    info = comfy.object_info()
+    ours = {k: v for k, v in info.items() if v.get("python_module", "").startswith(f"custom_nodes.{graphs.PACK_NAME}")}
+    assert {LOADER, APPLY} <= set(ours), f"pack nodes in /object_info: {sorted(ours)}"
+    assert all(k.startswith("FaceMigration_") for k in ours)
+    apply_inputs = info[APPLY]["input"]
+    assert set(apply_inputs["required"]) | set(apply_inputs.get("optional", {})) == APPLY_INPUTS
+    assert info[APPLY]["output"] == ["MODEL"]
+    assert info[LOADER]["output"] == ["FACE_MIGRATION_PULID_MODEL"]
+    missing = []
+    for node_id, node in ours.items():
+        for section in ("required", "optional"):
+            for name, spec in node["input"].get(section, {}).items():
+                if len(spec) < 2 or not spec[1].get("tooltip"):
+                    missing.append(f"{node_id}.{name}")
+        tips = node.get("output_tooltips") or []
+        if len(tips) != len(node["output"]) or not all(tips):
+            missing.append(f"{node_id} outputs")
+    assert not missing, f"inputs/outputs without a tooltip: {missing}"
+
+
+def test_loader_lists_the_pulid_folder(comfy, graphs):
+    options = comfy.object_info()[LOADER]["input"]["required"]["pulid_file"]
+    choices = options[0] if isinstance(options[0], list) else options[1]["options"]
+    assert {"tiny_pulid.safetensors", graphs.PULID_MISMATCH_FILE} <= set(choices)
+
+
+def test_apply_changes_the_image_and_leaves_the_input_model_untouched(comfy, graphs, plain):
+    with_id = comfy.run(graphs.flux([{}]))
+    assert graphs.digest(with_id)["sha256"] != plain["sha256"]
+    assert graphs.digest(with_id)["shape"] == [1, 16, 16, 16]
+    after = comfy.run(graphs.flux())
+    assert graphs.executed(after, "sampler"), "the plain KSampler came from the cache; nothing was re-sampled"
+    assert graphs.digest(after)["sha256"] == plain["sha256"], "sampling without Apply changed after a run with Apply"
+
+
+@pytest.mark.parametrize("change", [{"weight": 0.0}, {"start_step": 5}, {"mask": "zero"}],
+                         ids=["weight0", "start_after_last_step", "empty_mask"])
+def test_apply_that_does_nothing_gives_the_plain_latent(comfy, graphs, plain, change):
+    assert graphs.digest(comfy.run(graphs.flux([change])))["sha256"] == plain["sha256"]
+
+
+def test_percent_mode(comfy, graphs, plain):
+    full_steps = graphs.digest(comfy.run(graphs.flux([{}])))["sha256"]
+    full_percent = graphs.digest(comfy.run(graphs.flux([{"timing": "percent"}])))["sha256"]
+    assert full_percent == full_steps, "percent 0..1 must inject on every step, as steps 0..end"
+    first_half = graphs.digest(comfy.run(graphs.flux([{"timing": "percent", "end_percent": 0.5}])))["sha256"]
+    assert first_half not in (plain["sha256"], full_steps)
+
+
+def test_two_identities_with_left_and_right_masks(comfy, graphs, plain):
+    left = {"identity_seed": 11, "mask": "left"}
+    right = {"identity_seed": 22, "mask": "right"}
+    both = graphs.digest(comfy.run(graphs.flux([left, right])))
+    only_left = graphs.digest(comfy.run(graphs.flux([left])))
+    assert len({both["sha256"], only_left["sha256"], plain["sha256"]}) == 3
+
+
+def test_batch_of_two_with_cfg(comfy, graphs):
+    plain2 = graphs.digest(comfy.run(graphs.flux(batch=2, cfg=2.0)))
+    uncond_id = graphs.digest(comfy.run(graphs.flux([{"identity_count": 2}], batch=2, cfg=2.0)))
+    same_id = graphs.digest(comfy.run(graphs.flux([{"identity_count": 2, "uncond_id": "same ID"}], batch=2, cfg=2.0)))
+    assert uncond_id["shape"] == [2, 16, 16, 16]
+    assert len({plain2["sha256"], uncond_id["sha256"], same_id["sha256"]}) == 3
+
+
+def test_mismatched_pulid_file_names_both_models(comfy, graphs):
+    error = comfy.run_error(graphs.flux([{"pulid_file": graphs.PULID_MISMATCH_FILE}]))
+    assert error["node_type"] == APPLY
+    message = error["exception_message"]
+    assert graphs.PULID_MISMATCH_FILE in message and "5 PuLID modules" in message, message
+    assert "1 double + 1 single" in message and "hidden size 3072" in message, message
+
+
+def test_changing_weight_reuses_loader_and_identity(comfy, graphs):
+    comfy.run(graphs.flux([{"weight": 1.0}]))
+    second = comfy.run(graphs.flux([{"weight": 0.5}]))
+    for node in ("pulid_loader_tiny_pulid", "identity_0", "unet"):
+        assert not graphs.executed(second, node), f"{node} ran again though only the weight changed"
+    for node in ("apply_0", "sampler"):
+        assert graphs.executed(second, node), f"{node} did not run again after the weight changed"
