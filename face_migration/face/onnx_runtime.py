@@ -1,0 +1,113 @@
+"""onnxruntime sessions for the antelopev2 face models, with an execution-provider choice.
+
+onnxruntime is imported inside the functions: ComfyUI loads the pack without it, and only the face
+loaders need it. A GPU provider that the installed onnxruntime does not offer falls back to the CPU
+with a warning that says how to fix the installation.
+"""
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+
+from ..errors import FaceMigrationError, ModelFileError
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_CHOICES = ("auto", "CPU", "CUDA", "ROCm", "CoreML", "DirectML")
+
+_PROVIDER_NAMES = {
+    "CPU": "CPUExecutionProvider",
+    "CUDA": "CUDAExecutionProvider",
+    "ROCm": "ROCMExecutionProvider",
+    "CoreML": "CoreMLExecutionProvider",
+    "DirectML": "DmlExecutionProvider",
+}
+# "auto" takes the first GPU provider the installed onnxruntime offers.
+_AUTO_ORDER = ("CUDA", "ROCm", "DirectML", "CoreML")
+
+_INSTALL_FIX = {
+    "CUDA": "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime-gpu "
+            "(in ComfyUI's Python, then restart ComfyUI)",
+    "ROCm": "replace onnxruntime with AMD's ROCm build of onnxruntime (onnxruntime-rocm)",
+    "CoreML": "pip install onnxruntime (the macOS wheel includes CoreML)",
+    "DirectML": "pip uninstall -y onnxruntime, then pip install onnxruntime-directml",
+}
+
+# Wheels that all install the same `onnxruntime` module: two of them overwrite each other.
+_ONNXRUNTIME_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-rocm",
+                       "onnxruntime-openvino", "onnxruntime-silicon", "onnxruntime-qnn")
+
+
+def import_onnxruntime():
+    """The onnxruntime module, or an error that says which package to install."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise FaceMigrationError(
+            "The Python package onnxruntime is not installed; the antelopev2 face models (SCRFD, glintr100) "
+            "need it. Fix: in ComfyUI's Python run `pip install onnxruntime-gpu` (NVIDIA GPU on Linux or "
+            f"Windows) or `pip install onnxruntime` (anything else), then restart ComfyUI. ({exc})") from exc
+    return onnxruntime
+
+
+def installed_onnxruntime_wheels() -> list[str]:
+    """The onnxruntime distributions pip has installed (more than one means one shadows the other)."""
+    found = []
+    for name in _ONNXRUNTIME_WHEELS:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def resolve_providers(choice: str, available: list[str], installed_wheels: list[str] | tuple = ()
+                      ) -> tuple[list[str], str | None]:
+    """onnxruntime provider list for a user choice (one of PROVIDER_CHOICES), given the providers the
+    installed onnxruntime offers. Returns (providers, warning); the warning is None when the choice
+    can be honoured, and otherwise names the fix."""
+    if choice not in PROVIDER_CHOICES:
+        raise FaceMigrationError(f"Unknown execution provider {choice!r}; expected one of {', '.join(PROVIDER_CHOICES)}.")
+    cpu = [_PROVIDER_NAMES["CPU"]]
+    if choice == "CPU":
+        return cpu, None
+    if choice == "auto":
+        for gpu in _AUTO_ORDER:
+            if _PROVIDER_NAMES[gpu] in available:
+                return [_PROVIDER_NAMES[gpu]] + cpu, None
+        return cpu, None
+    wanted = _PROVIDER_NAMES[choice]
+    if wanted in available:
+        return [wanted] + cpu, None
+    warning = (f"Execution provider {choice} was asked for, but the installed onnxruntime only offers "
+               f"{', '.join(available) or 'nothing'}; the face models run on the CPU. Fix: {_INSTALL_FIX[choice]}.")
+    if len(installed_wheels) > 1:
+        warning += (f" Several onnxruntime packages are installed ({', '.join(installed_wheels)}); they write the "
+                    "same module and the last one installed wins, so keep only one.")
+    return cpu, warning
+
+
+def create_session(path: str, providers: str = "auto"):
+    """An onnxruntime InferenceSession for the model file at path, on the chosen provider
+    (falls back to the CPU with a logged warning)."""
+    ort = import_onnxruntime()
+    wanted, warning = resolve_providers(providers, ort.get_available_providers(), installed_onnxruntime_wheels())
+    if warning:
+        logger.warning(warning)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's own warnings repeat what we log, less clearly
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=wanted)
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+        raise ModelFileError(
+            f"onnxruntime could not load {path}: {exc}. The file is probably truncated or not an ONNX model; "
+            "download it again.") from exc
+    active = session.get_providers()
+    if wanted[0] not in active:
+        # Listed but not started: typically the CUDA / cuDNN libraries onnxruntime-gpu needs are missing.
+        logger.warning(
+            "%s: onnxruntime could not start %s and runs on %s. Fix: install the CUDA and cuDNN versions your "
+            "onnxruntime build requires (see onnxruntime.ai, execution providers), or pick CPU.",
+            path, wanted[0], ", ".join(active))
+    return session
