@@ -1,0 +1,108 @@
+"""Reading facexlib's .pth weight files (RetinaFace-ResNet50, BiSeNet) without running pickle code,
+and checking them key by key against the network we build, with errors a user can act on.
+
+The files are plain state dicts. `torch.load(weights_only=True)` refuses anything but tensors and
+containers, so a tampered file cannot run code. The RetinaFace release was saved from a
+DataParallel model, so its keys may carry a `module.` prefix; it is removed. BatchNorm's
+`num_batches_tracked` counters do not affect inference and are accepted whether present or not.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+
+import torch
+from torch import nn
+
+from ..catalog import BY_KEY, ModelFile
+from ..errors import ModelFileError
+from ..safetensors_file import read_header
+
+logger = logging.getLogger(__name__)
+
+_MODULE_PREFIX = "module."
+_OPTIONAL_SUFFIX = ".num_batches_tracked"
+
+# What a foreign state dict looks like, by key prefix, so the error says what the user gave us.
+_FAMILIES = (
+    ("pulid_encoder.", "PuLID-FLUX weights (they belong in models/pulid)"),
+    ("visual.", "an EVA-CLIP model (it belongs in models/clip)"),
+    ("double_blocks.", "a FLUX diffusion model (it belongs in models/diffusion_models)"),
+    ("model.diffusion_model.", "a diffusion model checkpoint (it belongs in models/checkpoints)"),
+    ("cp.resnet.", f"facexlib's BiSeNet face parsing model ({BY_KEY['bisenet'].filename})"),
+    ("body.layer1.", f"facexlib's RetinaFace-ResNet50 detector ({BY_KEY['retinaface_resnet50'].filename})"),
+    ("body.stage1.", "facexlib's RetinaFace-MobileNet0.25 detector (PuLID uses the ResNet50 one)"),
+)
+
+
+def describe_keys(keys) -> str:
+    """A short guess of which model a set of state-dict keys belongs to."""
+    keys = list(keys)
+    for prefix, family in _FAMILIES:
+        if any(k.startswith(prefix) for k in keys):
+            return family
+    return f"some other model (first keys: {', '.join(sorted(keys)[:3]) or 'none'})"
+
+
+def _fix(entry: ModelFile) -> str:
+    return f"{entry.download_hint()} (licence: {entry.licence})."
+
+
+def read_state_dict(path: str, entry: ModelFile) -> dict[str, torch.Tensor]:
+    """The file's tensors on the CPU, `module.` prefix removed. entry: the catalogue row of the file
+    the caller expects, used to name the right file and folder in errors."""
+    name = os.path.basename(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and not zipfile.is_zipfile(path):
+        # A .safetensors file (8-byte header length, then JSON): say which model it is.
+        header = read_header(path, entry.display_folder)
+        header.pop("__metadata__", None)
+        raise ModelFileError(
+            f"{name} is a .safetensors file holding {describe_keys(header)}, not {entry.purpose}. "
+            f"{_fix(entry)}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        # torch's own text suggests weights_only=False, which is exactly what we must not do: log it only.
+        logger.debug("torch.load(%s, weights_only=True) failed: %s", path, exc)
+        raise ModelFileError(
+            f"{name} could not be read as a PyTorch weights file without running code in it "
+            f"({type(exc).__name__}). It is truncated, of another format (e.g. an error page saved by a "
+            f"failed download), or not the official release. {_fix(entry)}") from None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelFileError(
+            f"{name} does not hold a plain state dict of tensors (found {type(obj).__name__}). {_fix(entry)}")
+    return {(k[len(_MODULE_PREFIX):] if k.startswith(_MODULE_PREFIX) else k): v for k, v in obj.items()}
+
+
+def check_and_load(model: nn.Module, state: dict[str, torch.Tensor], path: str, entry: ModelFile) -> nn.Module:
+    """Load state into model (built on the meta device or the CPU) after checking that every key and
+    shape matches exactly; returns the model in eval mode, on the CPU, gradients off."""
+    name = os.path.basename(path)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    required = {k for k in expected if not k.endswith(_OPTIONAL_SUFFIX)}
+    missing = sorted(required - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if len(missing) > len(required) // 2:
+        raise ModelFileError(f"{name} holds {describe_keys(state)}, not {entry.purpose}. {_fix(entry)}")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    wrong = [f"{k}: {list(state[k].shape)} instead of {list(v)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != v]
+    if wrong:
+        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    if problems:
+        raise ModelFileError(f"{name} does not have the layout of {entry.purpose}: {'; '.join(problems)}. "
+                             f"Use the official {entry.filename}, unmodified. {_fix(entry)}")
+    full = dict(state)
+    for k in expected:
+        if k not in full:  # only the optional BatchNorm counters can be absent here
+            full[k] = torch.zeros((), dtype=torch.long)
+    model.load_state_dict(full, strict=True, assign=True)
+    return model.float().eval().requires_grad_(False)
