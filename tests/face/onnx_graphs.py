@@ -36,8 +36,8 @@ def scrfd_model(score_gain: dict | None = None, score_bias: dict | None = None, 
                 kps=None, anchors: int = 2, with_kps: bool = True, input_channels: int = 3) -> onnx.ModelProto:
     """score_gain / score_bias: {stride: value} (default: only stride 32 sees the image, gain 20,
     bias -5; the others never fire). Anchor 1's bias is 1 lower than anchor 0's, so anchor 0 wins.
-    box: (left, top, right, bottom) distances; kps: 10 offsets (x, y per point), both in stride units
-    and the same for every anchor."""
+    box: (left, top, right, bottom) distances, or {stride: distances}; kps: 10 offsets (x, y per
+    point); both in stride units and the same for every anchor of a stride."""
     score_gain = {32: 20.0} if score_gain is None else score_gain
     score_bias = {32: -5.0} if score_bias is None else score_bias
     kps = np.linspace(-1.0, 1.0, 10) if kps is None else np.asarray(kps, np.float64)
@@ -54,7 +54,8 @@ def scrfd_model(score_gain: dict | None = None, score_bias: dict | None = None, 
                 weight[:, 0] = score_gain.get(s, 0.0) / (s * s)
                 bias = np.array([score_bias.get(s, -20.0) - a for a in range(anchors)], np.float32)
             else:
-                bias = np.tile(np.asarray(box if kind == "bbox" else kps, np.float32), anchors)
+                values = (box.get(s, (1.0,) * 4) if isinstance(box, dict) else box) if kind == "bbox" else kps
+                bias = np.tile(np.asarray(values, np.float32), anchors)
             tag = f"{kind}{s}"
             inits += [numpy_helper.from_array(weight, f"{tag}_w"), numpy_helper.from_array(bias, f"{tag}_b"),
                       numpy_helper.from_array(np.array([-1, width], np.int64), f"{tag}_shape")]
