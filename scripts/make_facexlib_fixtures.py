@@ -4,8 +4,9 @@ weights and inputs (tests/facexlib_data.py).
 
     python scripts/make_facexlib_fixtures.py --reference /path/to/facexlib-checkout
 
-Needs, in the Python that runs it: torch, torchvision, numpy, opencv-python(-headless), pillow,
-safetensors. facexlib is imported from the checkout without running its package __init__ (which
+Needs, in the Python that runs it: torch with its matching torchvision, numpy,
+opencv-python-headless, pillow, safetensors (a separate venv: the test venv has no torchvision; the
+committed fixtures came from torch 2.14.1 + torchvision 0.29.1 on the CPU). facexlib is imported from the checkout without running its package __init__ (which
 pulls in tracking / alignment code needing filterpy and numba, unused here). Nothing from the
 checkout is stored, only the networks' outputs and the weight checksum.
 """

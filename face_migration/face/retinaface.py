@@ -17,7 +17,7 @@ torch.nn because comfy.ops has no BatchNorm2d (the network runs in fp32 as in th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import ceil
 
 import numpy as np
@@ -56,7 +56,7 @@ class FaceDetections:
     boxes: np.ndarray  # (N, 4) float32: x1, y1, x2, y2
     scores: np.ndarray  # (N,) float32
     landmarks: np.ndarray  # (N, 5, 2) float32: left eye, right eye, nose, left / right mouth corner
-    image_size: tuple[int, int] = field(default=(0, 0))  # (height, width) of the image they came from
+    image_size: tuple[int, int]  # (height, width) of the image they came from
 
     def __len__(self) -> int:
         return len(self.scores)
