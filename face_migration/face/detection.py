@@ -74,10 +74,11 @@ def decode(outputs: list[np.ndarray], input_hw: tuple[int, int], threshold: floa
 def nms(boxes: np.ndarray, threshold: float = NMS_THRESHOLD) -> np.ndarray:
     """Greedy non-maximum suppression on [n, 5] boxes (x1, y1, x2, y2, score), the "+1 pixel" area
     convention of insightface; a box is dropped when its IoU with a kept one exceeds threshold.
-    Returns the kept indices, highest score first."""
+    Returns the kept indices, highest score first (equal scores in the order numpy's default argsort,
+    reversed, leaves them, as insightface does: that decides which of two tied boxes survives)."""
     x1, y1, x2, y2, scores = (boxes[:, i] for i in range(5))
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(-scores, kind="stable")
+    order = scores.argsort()[::-1]
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
@@ -145,6 +146,10 @@ class ScrfdDetector:
                     f"input, expected {expected} (2 anchors per cell). This is not antelopev2's SCRFD; download "
                     "scrfd_10g_bnkps.onnx again.")
         boxes, kps = decode(outputs, (self.size, self.size), threshold)
+        # insightface sorts the candidates before NMS sorts them again; with tied scores the second
+        # sort sees this order, so both are kept.
+        order = boxes[:, 4].argsort()[::-1]
+        boxes, kps = boxes[order], kps[order]
         boxes[:, :4] /= scale
         kps /= scale
         keep = nms(boxes, nms_threshold)

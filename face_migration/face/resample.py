@@ -3,7 +3,8 @@ with cv2, reproduced in numpy (ComfyUI does not install opencv, so it cannot be 
 
 Every function takes and returns HxWxC (or HxW) uint8 arrays and uses OpenCV's pixel-centre
 convention, so coordinates, landmarks and matrices carry over unchanged from the official code.
-Sizes are (width, height), as in cv2.
+Sizes are (width, height), as in cv2. The integer arithmetic of OpenCV's 8-bit paths is reproduced,
+so the outputs are bit-identical to cv2 (see tests/face/test_resample.py for the versions checked).
 """
 from __future__ import annotations
 
@@ -40,66 +41,102 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def _linear_taps(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """cv2 INTER_LINEAR taps along one axis: source index of the 2 taps and their weights."""
-    scale = src_len / dst_len
-    pos = (np.arange(dst_len, dtype=np.float64) + 0.5) * scale - 0.5
+# cv2.resize (8-bit): weights rounded to 11 bits (INTER_RESIZE_COEF_BITS), integer sums, one rounding
+# at the end. Source positions are computed in float32 as OpenCV does.
+_COEF_BITS = 11
+_COEF_SCALE = 1 << _COEF_BITS
+
+
+def _source_positions(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left source pixel and float32 fraction of each output pixel centre (OpenCV's convention)."""
+    scale = 1.0 / (dst_len / src_len)
+    pos = ((np.arange(dst_len) + 0.5) * scale - 0.5).astype(np.float32)
     left = np.floor(pos)
-    frac = pos - left
-    left = left.astype(np.int64)
-    # Outside the source OpenCV snaps to the edge pixel instead of blending with a border.
-    frac[left < 0] = 0.0
-    left[left < 0] = 0
-    beyond = left >= src_len - 1
-    frac[beyond] = 0.0
-    left[beyond] = src_len - 1
-    idx = np.stack([left, np.minimum(left + 1, src_len - 1)], axis=1)
-    weights = np.stack([1.0 - frac, frac], axis=1)
-    return idx, weights
+    return left.astype(np.int64), pos - left
+
+
+def _linear_taps(src_len: int, dst_len: int, clamp_weights: bool) -> tuple[np.ndarray, np.ndarray]:
+    """INTER_LINEAR along one axis: [dst, 2] source indices and integer weights (sum 2048).
+    Along x OpenCV snaps positions outside the source to the edge pixel; along y it keeps the
+    weights and only clamps the row indices (the sum is the same, the rounding below is not)."""
+    left, frac = _source_positions(src_len, dst_len)
+    if clamp_weights:
+        frac[left < 0] = 0
+        left[left < 0] = 0
+        beyond = left >= src_len - 1
+        frac[beyond] = 0
+        left[beyond] = src_len - 1
+    idx = np.clip(np.stack([left, left + 1], axis=1), 0, src_len - 1)
+    weights = np.rint(np.stack([np.float32(1) - frac, frac], axis=1) * np.float32(_COEF_SCALE))
+    return idx, weights.astype(np.int64)
+
+
+# (cos, sin) of -3*pi*i/4 for the 8 taps, written out so the multiples of pi/2 are exact: with them
+# OpenCV evaluates every tap's sin(pi t) sin(pi t / 4) from one sin/cos pair.
+_S45 = float(np.sqrt(0.5))
+_LANCZOS_ROT = np.array([[1, 0], [-_S45, -_S45], [0, 1], [_S45, -_S45], [-1, 0], [_S45, _S45], [0, -1],
+                         [-_S45, _S45]], dtype=np.float64)
 
 
 def _lanczos4_taps(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """cv2 INTER_LANCZOS4 taps along one axis: 8 taps at source resolution (OpenCV does not widen the
-    kernel when downscaling), edge pixels replicated, weights normalised to sum 1."""
-    scale = src_len / dst_len
-    pos = (np.arange(dst_len, dtype=np.float64) + 0.5) * scale - 0.5
-    left = np.floor(pos)
-    frac = pos - left
-    offsets = np.arange(-3, 5)
-    dist = frac[:, None] - offsets[None, :]
-    weights = np.sinc(dist) * np.sinc(dist / 4.0)
-    # An exact grid hit copies the pixel (OpenCV special-cases it; the formula would give the same).
+    """INTER_LANCZOS4 along one axis: [dst, 8] source indices (edges replicated) and integer weights.
+    8 taps at source resolution (OpenCV does not widen the kernel when downscaling); the weights are
+    evaluated, normalised and rounded in OpenCV's precision and order so they come out identical."""
+    left, frac = _source_positions(src_len, dst_len)
+    taps = np.arange(8)
+    y0 = -(frac + np.float32(3)).astype(np.float64) * np.pi * 0.25
+    y = -(frac[:, None] + np.float32(3) - taps[None, :].astype(np.float32)).astype(np.float64) * np.pi * 0.25
+    numerator = _LANCZOS_ROT[:, 0][None, :] * np.sin(y0)[:, None] + _LANCZOS_ROT[:, 1][None, :] * np.cos(y0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = (numerator / (y * y)).astype(np.float32)
+    # An exact grid hit copies the pixel (OpenCV special-cases positions closer than float epsilon).
     on_grid = frac < np.finfo(np.float32).eps
-    weights[on_grid] = (offsets == 0).astype(np.float64)
-    weights /= weights.sum(axis=1, keepdims=True)
-    idx = np.clip(left.astype(np.int64)[:, None] + offsets[None, :], 0, src_len - 1)
-    return idx, weights
-
-
-def _separable_resize(image: np.ndarray, size: tuple[int, int], taps) -> np.ndarray:
-    img, squeeze = _as_hwc(image)
-    width, height = _check_size(size)
-    yidx, yw = taps(img.shape[0], height)
-    xidx, xw = taps(img.shape[1], width)
-    rows = np.zeros((height, img.shape[1], img.shape[2]), np.float32)
-    for t in range(yidx.shape[1]):
-        rows += yw[:, t, None, None].astype(np.float32) * img[yidx[:, t]]
-    out = np.zeros((height, width, img.shape[2]), np.float32)
-    for t in range(xidx.shape[1]):
-        out += xw[None, :, t, None].astype(np.float32) * rows[:, xidx[:, t]]
-    return _to_uint8(out, squeeze)
+    weights[on_grid] = (taps == 3).astype(np.float32)
+    total = weights[:, 0].copy()
+    for k in range(1, 8):  # float32 sum in OpenCV's order
+        total += weights[:, k]
+    weights = weights * (np.float32(1) / total)[:, None]
+    idx = np.clip(left[:, None] + taps[None, :] - 3, 0, src_len - 1)
+    return idx, np.rint(weights * np.float32(_COEF_SCALE)).astype(np.int64)
 
 
 def resize_linear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """cv2.resize(image, size) with INTER_LINEAR: bilinear, no antialiasing (the SCRFD letterbox and
-    the 512 -> 112 resize of the ArcFace fallback). Within 1 grey level of OpenCV."""
-    return _separable_resize(image, size, _linear_taps)
+    the 512 -> 112 resize of the ArcFace fallback). Bit-exact with OpenCV 4.x and 5.0 (its vectorised
+    8-bit path, which rounds the vertical pass in two halves)."""
+    img, squeeze = _as_hwc(image)
+    width, height = _check_size(size)
+    xidx, xw = _linear_taps(img.shape[1], width, clamp_weights=True)
+    yidx, yw = _linear_taps(img.shape[0], height, clamp_weights=False)
+    # Horizontal pass only on the rows the vertical pass reads.
+    rows_needed, where = np.unique(yidx, return_inverse=True)
+    src = img[rows_needed].astype(np.int64)
+    rows = src[:, xidx[:, 0]] * xw[None, :, 0, None] + src[:, xidx[:, 1]] * xw[None, :, 1, None]
+    where = where.reshape(yidx.shape)
+    top, bottom = rows[where[:, 0]] >> 4, rows[where[:, 1]] >> 4
+    out = (((top * yw[:, 0, None, None]) >> 16) + ((bottom * yw[:, 1, None, None]) >> 16) + 2) >> 2
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    return out[:, :, 0] if squeeze else out
 
 
 def resize_lanczos4(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """cv2.resize(image, size, interpolation=INTER_LANCZOS4). Within 1 grey level of OpenCV (which
-    rounds its weights to 11 bits where this keeps them in float)."""
-    return _separable_resize(image, size, _lanczos4_taps)
+    """cv2.resize(image, size, interpolation=INTER_LANCZOS4) (the official long-edge pre-resize).
+    Bit-exact with OpenCV 4.x and 5.0: integer weights, one rounding at the end."""
+    img, squeeze = _as_hwc(image)
+    width, height = _check_size(size)
+    xidx, xw = _lanczos4_taps(img.shape[1], width)
+    yidx, yw = _lanczos4_taps(img.shape[0], height)
+    # Integer arithmetic is exact, so the vertical pass can go first (cheaper when shrinking); its
+    # sums stay below 255 * 2048 * 1.3 and fit int32.
+    cols = np.zeros((height, img.shape[1], img.shape[2]), np.int32)
+    for k in range(8):
+        cols += img[yidx[:, k]].astype(np.int32) * yw[:, k, None, None].astype(np.int32)
+    cols = cols.astype(np.int64)
+    out = np.zeros((height, width, img.shape[2]), np.int64)
+    for k in range(8):
+        out += cols[:, xidx[:, k]] * xw[None, :, k, None]
+    out = np.clip((out + (1 << (2 * _COEF_BITS - 1))) >> (2 * _COEF_BITS), 0, 255).astype(np.uint8)
+    return out[:, :, 0] if squeeze else out
 
 
 def limit_long_edge(image: np.ndarray, max_edge: int = 1024) -> np.ndarray:
