@@ -1,0 +1,104 @@
+"""Each shipped workflow loaded into ComfyUI's own frontend in headless Chromium, as a user loads it.
+
+The file is dropped onto the page (the frontend's drop handler, as when dragging it from a file
+manager). Then: no missing-node dialog, every node type registered in LiteGraph, the missing-models
+dialog (when shown) names only valid model folders, and the prompt the frontend would queue equals
+tests/workflow_validation.to_api's conversion. A screenshot per workflow goes to artifacts/browser/.
+
+Needs COMFYUI_PATH (the integration server), Debian's Chromium at /usr/bin/chromium and the `playwright`
+Python package (its bundled browsers are not used: no `playwright install`)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.workflow_validation import load_schemas, to_api
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+ARTIFACTS = REPO / "artifacts" / "browser"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Widgets the frontend adds on its own (display-only values the server ignores).
+FRONTEND_ONLY_INPUTS = {("PreviewAny", "preview")}
+
+DROP_FILE = """([name, text]) => {
+    const data = new DataTransfer();
+    data.items.add(new File([text], name, {type: 'application/json'}));
+    const target = document.querySelector('#graph-canvas') || document;
+    target.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+}"""
+DIALOG_TEXTS = "() => [...document.querySelectorAll('.p-dialog')].map(d => d.innerText)"
+GRAPH_STATE = """() => ({
+    title: app.graph.extra?.title ?? null,
+    nodes: app.graph.nodes.map(n => ({id: n.id, type: n.type,
+                                      registered: n.type in LiteGraph.registered_node_types})),
+})"""
+
+
+@pytest.fixture(scope="module")
+def page(comfy):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the browser test needs the playwright package (pip install playwright; no browser download)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        # Large enough that a fitted graph is drawn above LiteGraph's low-quality zoom (text visible).
+        page = browser.new_page(viewport={"width": 2560, "height": 1600})
+        page.console_errors = []
+        page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+        page.goto(comfy.url + "/")
+        page.wait_for_function("() => window.app?.graph && window.LiteGraph"
+                               " && Object.keys(LiteGraph.registered_node_types).length > 100", timeout=90_000)
+        close_dialogs(page)  # the template browser greets a first visit
+        yield page
+        browser.close()
+
+
+def close_dialogs(page) -> None:
+    for _ in range(5):
+        if not page.evaluate(DIALOG_TEXTS):
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_loads_in_the_frontend(page, comfy, path):
+    text = path.read_text()
+    workflow = json.loads(text)
+    page.console_errors.clear()  # the frontend's own start-up errors are not this workflow's
+    page.evaluate(DROP_FILE, [path.name, text])
+    page.wait_for_function(f"() => app.graph.nodes.length === {len(workflow['nodes'])}", timeout=30_000)
+    page.wait_for_timeout(1500)  # the missing-model check is asynchronous
+    dialogs = page.evaluate(DIALOG_TEXTS)
+    state = page.evaluate(GRAPH_STATE)
+    queued = page.evaluate("async () => (await app.graphToPrompt()).output")
+    close_dialogs(page)
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))
+    (ARTIFACTS / f"{path.stem}.dialogs.txt").write_text("\n\n".join(dialogs))
+
+    assert not [d for d in dialogs if "missing" in d.lower() and "node" in d.lower()], dialogs
+    unregistered = [n for n in state["nodes"] if not n["registered"]]
+    assert not unregistered, f"node types the frontend does not know: {unregistered}"
+    assert not [d for d in dialogs if "Invalid directory" in d], f"a models entry names no ComfyUI folder: {dialogs}"
+    expected = to_api(workflow, load_schemas())
+    assert set(queued) == set(expected), "the frontend would queue other nodes than to_api"
+    for node_id, node in expected.items():
+        got = queued[node_id]
+        assert got["class_type"] == node["class_type"]
+        extra = {k for k in set(got["inputs"]) - set(node["inputs"]) if (node["class_type"], k) not in FRONTEND_ONLY_INPUTS}
+        assert not extra, f"node {node_id}: the frontend sends inputs the workflow does not set: {extra}"
+        shared = {k: got["inputs"][k] for k in node["inputs"] if k in got["inputs"]}
+        assert shared == node["inputs"], f"node {node_id} ({node['class_type']}): frontend {shared} != {node['inputs']}"
+    assert not page.console_errors, page.console_errors
