@@ -1,0 +1,159 @@
+"""`python -m face_migration generate`: the hosted face-migration API from a shell.
+
+Exit status: 0 images written; 2 bad arguments, unreadable image or no API key (nothing was sent);
+1 the API or the network failed (the message says why and what to do); 130 interrupted (Ctrl-C)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from .client import FaceMigrationClient, RetryPolicy
+from .errors import InvalidParameterError, RemoteError
+from .images import DEFAULT_MAX_UPLOAD_SIDE
+from .keys import ENV_VARS, KEY_FILENAME, find_api_key
+from .params import DEFAULT_MODEL, DEFAULT_SIZE, ENDPOINTS, MAX_SEED, RANGES, SIZES, FaceMigrationParams, api_url
+
+EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DESCRIPTION = ("Generate an image with the face from --image, described by --prompt, through the MoArk / "
+               "Gitee AI face-migration API.")
+EPILOG = (f"API key: --key-file, else the environment variable {ENV_VARS[0]} (or {ENV_VARS[1]}), else "
+          f"ComfyUI/user/{KEY_FILENAME} when this pack sits in ComfyUI/custom_nodes. The key is never "
+          f"taken as an argument (shell history would keep it). Exit status: 0 ok, 1 API or network "
+          f"error, 2 bad arguments / unreadable image / no key (nothing sent), 130 interrupted.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    ranges = {name: f"{low}..{high}" for name, (low, high, _, _) in RANGES.items()}
+    defaults = {name: default for name, (_, _, default, _) in RANGES.items()}
+    parser.add_argument("--image", required=True, type=Path, help="face reference photo (any format Pillow reads)")
+    parser.add_argument("--prompt", required=True, help="what to generate, e.g. 'portrait, oil painting'")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output file (.png, .jpg, .webp); more images from one call go to NAME_2.EXT, ...")
+    parser.add_argument("--size", default=DEFAULT_SIZE, choices=SIZES, metavar="WxH",
+                        help=f"output size: {', '.join(SIZES)} (default %(default)s)")
+    parser.add_argument("--guidance-scale", type=float, default=defaults["guidance_scale"],
+                        help=f"prompt adherence, {ranges['guidance_scale']} (default %(default)s)")
+    parser.add_argument("--steps", "--num-inference-steps", dest="num_inference_steps", type=int,
+                        default=defaults["num_inference_steps"],
+                        help=f"denoising steps, {ranges['num_inference_steps']} (default %(default)s)")
+    parser.add_argument("--id-weight", type=float, default=defaults["id_weight"],
+                        help=f"face strength, {ranges['id_weight']} (default %(default)s)")
+    parser.add_argument("--id-timestep-start", type=int, default=defaults["id_timestep_start"],
+                        help=f"step at which the face starts, {ranges['id_timestep_start']}; below --steps "
+                             f"(default %(default)s)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"0..{MAX_SEED}; not sent when omitted (the server picks one)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default %(default)s)")
+    parser.add_argument("--endpoint", default=ENDPOINTS[0],
+                        help=f"API base URL: {' or '.join(ENDPOINTS)}, or a compatible server "
+                             f"(default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for one answer "
+                                                                      "(default %(default)s)")
+    parser.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts,
+                        help="tries on 408/429/5xx/network errors (default %(default)s)")
+    parser.add_argument("--max-total-time", type=float, default=RetryPolicy.max_total_time,
+                        help="seconds for all tries and waits together (default %(default)s)")
+    parser.add_argument("--max-upload-side", type=int, default=DEFAULT_MAX_UPLOAD_SIDE,
+                        help="downscale the photo so its longer side is at most this (default %(default)s)")
+    parser.add_argument("--key-file", type=Path, default=None, help="file holding only the API token")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each request")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line, only errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        params = FaceMigrationParams(prompt=args.prompt, size=args.size, guidance_scale=args.guidance_scale,
+                                     num_inference_steps=args.num_inference_steps, id_weight=args.id_weight,
+                                     id_timestep_start=args.id_timestep_start, seed=args.seed,
+                                     model=args.model).validated()
+        api_url(args.endpoint)
+        if args.max_attempts < 1 or args.max_total_time <= 0 or args.timeout <= 0 or args.max_upload_side < 64:
+            raise InvalidParameterError("--max-attempts must be >= 1, --timeout and --max-total-time > 0, "
+                                        "--max-upload-side >= 64")
+        outputs = _check_output(args.out)
+        image = _read_image(args.image)
+        key = find_api_key(user_dir=_comfyui_user_dir(), key_file=args.key_file)
+    except RemoteError as exc:
+        return _fail(exc, EXIT_USAGE)
+
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    client = FaceMigrationClient(key, args.endpoint, timeout=args.timeout, max_upload_side=args.max_upload_side,
+                                 retry=RetryPolicy(max_attempts=args.max_attempts, max_total_time=args.max_total_time),
+                                 on_progress=progress)
+    try:
+        images = client.generate(image, params)
+    except KeyboardInterrupt:
+        progress.done()
+        print("face-migration: interrupted; the server may still finish and bill the request.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RemoteError as exc:
+        progress.done()
+        return _fail(exc, EXIT_API)
+    progress.done()
+    for index, array in enumerate(images):
+        path = outputs(index)
+        try:
+            Image.fromarray(array, "RGB").save(path)
+        except OSError as exc:
+            print(f"face-migration: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_API
+        print(path)
+    return EXIT_OK
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print(f"face-migration: {exc}", file=sys.stderr)
+    return code
+
+
+def _check_output(out: Path):
+    """A function index -> output path, after checking the format and the folder before anything is sent."""
+    extension = out.suffix.lower()
+    if extension not in Image.registered_extensions():
+        raise InvalidParameterError(f"--out {out}: unknown image extension '{extension}'; use .png, .jpg or .webp")
+    if not out.parent.is_dir():
+        raise InvalidParameterError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    return lambda index: out if index == 0 else out.with_name(f"{out.stem}_{index + 1}{out.suffix}")
+
+
+def _read_image(path: Path):
+    try:
+        with Image.open(path) as pil:
+            return ImageOps.exif_transpose(pil).convert("RGB")  # phone photos store their rotation in EXIF
+    except FileNotFoundError:
+        raise InvalidParameterError(f"--image {path}: no such file") from None
+    except Exception as exc:  # Pillow raises many types for unreadable files
+        raise InvalidParameterError(f"--image {path}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def _comfyui_user_dir() -> Path | None:
+    """ComfyUI/user when this pack is installed as ComfyUI/custom_nodes/<pack>; the node reads the same file."""
+    pack = Path(__file__).resolve().parents[2]
+    return pack.parents[1] / "user" if pack.parent.name == "custom_nodes" else None
+
+
+class _Progress:
+    """One rewritten line on a terminal: elapsed time and try number."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.shown = enabled, False
+
+    def __call__(self, elapsed: float, attempt: int) -> None:
+        if self.enabled:
+            try_note = f", try {attempt}" if attempt > 1 else ""
+            sys.stderr.write(f"\rwaiting for the face-migration server: {elapsed:4.0f} s{try_note} ")
+            sys.stderr.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            self.shown = False

@@ -1,0 +1,377 @@
+"""Synchronous client for `POST {base}/v1/images/face-migration`.
+
+Each HTTP request runs in a worker thread while the caller's thread waits in short steps, so a cancel
+(`should_cancel()`) is noticed within `poll_interval` seconds and `on_progress(elapsed_s, attempt)` can
+show the wait. Failures are retried (408, 429, 5xx, connection errors, timeouts) with exponential
+backoff and jitter, at least as long as the server's Retry-After, bounded in tries and in total time.
+Errors never carry the key: server text is redacted and exceptions are raised without chaining."""
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
+
+import numpy as np
+import requests
+
+from .errors import (ApiKeyError, BadResponseError, InvalidParameterError, RateLimitError, RemoteCancelled,
+                     RemoteConnectionError, RemoteError, RemoteTimeoutError, RequestRejectedError, ServerError)
+from .images import DEFAULT_MAX_UPLOAD_SIDE, decode_image, encode_upload
+from .keys import KEY_HELP, ApiKey
+from .params import ENDPOINTS, FaceMigrationParams, api_url
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "comfyui-face-migration"
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+CONNECT_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4  # the first try and three retries
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    max_total_time: float = 600.0  # seconds for the whole call, all tries and waits included
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Delay before retry number `retry` (1-based): doubling, capped, the upper half jittered."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: dict = field(repr=False)
+    body: bytes = field(repr=False)
+
+
+class FaceMigrationClient:
+    def __init__(self, api_key: ApiKey, base_url: str = ENDPOINTS[0], *, timeout: float = 180.0,
+                 retry: RetryPolicy = RetryPolicy(), max_upload_side: int = DEFAULT_MAX_UPLOAD_SIDE,
+                 should_cancel: Callable[[], bool] | None = None,
+                 on_progress: Callable[[float, int], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
+                 poll_interval: float = 0.1, progress_interval: float = 1.0):
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise InvalidParameterError(f"timeout: {timeout!r} must be a positive number of seconds")
+        self.api_key = api_key
+        self.url = api_url(base_url)
+        self.timeout = float(timeout)
+        self.retry = retry
+        self.max_upload_side = max_upload_side
+        self.should_cancel = should_cancel or (lambda: False)
+        self.on_progress = on_progress or (lambda elapsed, attempt: None)
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.poll_interval = poll_interval
+        self.progress_interval = progress_interval
+
+    def __repr__(self):
+        return f"FaceMigrationClient({self.url!r}, key from {self.api_key.source})"
+
+    # ---- public -------------------------------------------------------------------------------------
+
+    def generate(self, image, params: FaceMigrationParams) -> list[np.ndarray]:
+        """One request for one face image; the generated images (usually one) as uint8 HxWx3."""
+        params.validated()
+        png, (width, height) = encode_upload(image, self.max_upload_side)
+        logger.info("face migration: %dx%d PNG upload (%d KB) to %s, size %s", width, height, len(png) // 1024,
+                    self.url, params.size)
+        started = time.monotonic()
+        headers = {**self._auth_header(), "User-Agent": USER_AGENT, "Accept": "application/json"}
+        request = dict(method="POST", url=self.url, headers=headers,
+                       files=[("image", ("face.png", png, "image/png"))], data=params.form_fields())
+        response = self._call(request, started)
+        items = self._items(response)
+        images = [self._image(item, index, started) for index, item in enumerate(items)]
+        logger.info("face migration: %d image(s) in %.1f s", len(images), time.monotonic() - started)
+        return images
+
+    # ---- one call with retries ------------------------------------------------------------------------
+
+    def _auth_header(self) -> dict:
+        # Never a Content-Type: requests writes multipart/form-data with its boundary.
+        return {"Authorization": f"Bearer {self.api_key.value}"}
+
+    def _call(self, request: dict, started: float, download: str | None = None) -> _Response:
+        """The 2xx response of the API request, or of downloading the result `download` names."""
+        deadline = started + self.retry.max_total_time
+        attempt = 0
+        while True:
+            attempt += 1
+            per_try = min(self.timeout, deadline - time.monotonic())
+            if per_try <= 0:
+                raise RemoteTimeoutError(f"The {self.retry.max_total_time:.0f} s limit for the whole call was "
+                                         f"reached. Raise it if the service is slow.")
+            outcome = self._one_try(request, per_try, attempt, started)
+            if isinstance(outcome, _Response) and 200 <= outcome.status < 300:
+                return outcome
+            error = outcome if isinstance(outcome, RemoteError) else self._http_error(outcome, download)
+            if not error.retryable:
+                raise error
+            elapsed = time.monotonic() - started
+            if attempt >= self.retry.max_attempts:
+                raise _gave_up(error, f"Gave up after {attempt} tries in {elapsed:.0f} s.")
+            delay = self.retry.backoff(attempt, self.rng)
+            retry_after = _retry_after(outcome.headers) if isinstance(outcome, _Response) else None
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            if time.monotonic() + delay >= deadline - 0.05:
+                raise _gave_up(error, f"Gave up after {attempt} tries in {elapsed:.0f} s: the next try "
+                                      f"(in {delay:.0f} s) would pass the {self.retry.max_total_time:.0f} s limit.")
+            logger.warning("Try %d of %d failed: %s Trying again in %.3g s.", attempt, self.retry.max_attempts,
+                           error, delay)
+            self._wait(delay, started, attempt)
+
+    def _one_try(self, request: dict, per_try: float, attempt: int, started: float) -> _Response | RemoteError:
+        """The response (any status) or the error of one try; never raises except on cancel."""
+        box: dict = {}
+        worker = threading.Thread(target=_perform, args=(request, per_try, box), daemon=True,
+                                  name="face-migration-http")
+        try_start = time.monotonic()
+        worker.start()
+        self._report(started, attempt, force=True)
+        while worker.is_alive():
+            worker.join(self.poll_interval)
+            self._check_cancel(started, attempt)
+            self._report(started, attempt)
+            # requests' read timeout is per socket read; this bounds the whole try
+            if worker.is_alive() and time.monotonic() - try_start > per_try + 1.0:
+                return self._timeout_error(per_try, request["url"])
+        if "response" in box:
+            return box["response"]
+        return self._transport_error(box.get("error"), per_try, request["url"])
+
+    def _wait(self, delay: float, started: float, attempt: int) -> None:
+        remaining = delay
+        while remaining > 0:
+            step = min(self.poll_interval, remaining)
+            self.sleep(step)
+            remaining -= step
+            self._check_cancel(started, attempt)
+            self._report(started, attempt)
+
+    def _check_cancel(self, started: float, attempt: int) -> None:
+        if self.should_cancel():
+            raise RemoteCancelled(f"Cancelled after {time.monotonic() - started:.1f} s (try {attempt}); the "
+                                  f"server may still finish and bill this request.")
+
+    _last_report = 0.0
+
+    def _report(self, started: float, attempt: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_report >= self.progress_interval:
+            self._last_report = now
+            self.on_progress(now - started, attempt)
+
+    # ---- errors -----------------------------------------------------------------------------------------
+
+    def _timeout_error(self, per_try: float, url: str) -> RemoteTimeoutError:
+        return RemoteTimeoutError(
+            f"No answer from {_origin(url)} within {per_try:g} s. Raise the timeout if the service is "
+            f"busy, or check your network.", retryable=True)
+
+    def _transport_error(self, exc: BaseException | None, per_try: float, url: str) -> RemoteError:
+        if isinstance(exc, requests.Timeout):
+            return self._timeout_error(per_try, url)
+        detail = self.api_key.redact(_short(str(exc)))
+        if isinstance(exc, requests.exceptions.SSLError):
+            return RemoteConnectionError(
+                f"Secure connection to {_origin(url)} failed ({detail}). Check the endpoint URL and your "
+                f"system's certificates (a proxy may be intercepting TLS).")
+        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            return RemoteConnectionError(
+                f"Could not reach {_origin(url)} ({detail}). Check your internet connection, proxy "
+                f"settings and the endpoint URL.", retryable=True)
+        if isinstance(exc, _TooLarge):
+            return BadResponseError(f"The answer from {_origin(url)} is larger than "
+                                    f"{MAX_RESPONSE_BYTES // 2**20} MB; this is not a face-migration response.")
+        return RemoteError(f"Request to {_origin(url)} failed: {type(exc).__name__}: {detail}")
+
+    def _http_error(self, response: _Response, download: str | None) -> RemoteError:
+        status = response.status
+        message = self.api_key.redact(_server_message(response.body))
+        said = f"HTTP {status}" + (f": {message}" if message else "")
+        common = dict(status=status, server_message=message)
+        if download:  # a result URL: our key is not involved
+            retryable = status in (408, 429) or status >= 500
+            return (ServerError if retryable else BadResponseError)(
+                f"Downloading {download} failed ({said}).", retryable=retryable, **common)
+        if status == 401:
+            return ApiKeyError(f"The server rejected the API key ({said}). The key was read from "
+                               f"{self.api_key.source}; check it is complete and still valid, or replace it. "
+                               f"{KEY_HELP}", **common)
+        if status == 403:
+            return ApiKeyError(f"The server refused the request ({said}). The key from {self.api_key.source} "
+                               f"may lack access to this endpoint or model, or the account has no balance "
+                               f"or resource package for it.", **common)
+        if status == 402:
+            return RequestRejectedError(f"Payment required ({said}). Top up the account the key belongs to, "
+                                        f"or buy a resource package for face migration.", **common)
+        if status == 404:
+            return RequestRejectedError(f"{self.url} does not exist ({said}). Check the endpoint (custom base "
+                                        f"URL) and the model name.", **common)
+        if status == 413:
+            return RequestRejectedError(f"The upload is too large for the server ({said}). Use a smaller "
+                                        f"face image.", **common)
+        if status == 429:
+            return RateLimitError(f"Rate limit or quota exceeded ({said}). Wait a minute and try again, and "
+                                  f"check the quota or resource package of your account.", retryable=True,
+                                  **common)
+        if status == 408 or status >= 500:
+            return ServerError(f"The face-migration service failed ({said}). It may be overloaded or down; "
+                               f"try again later.", retryable=True, **common)
+        if 400 <= status < 500:
+            return RequestRejectedError(f"The server rejected the request ({said}). Fix the input it "
+                                        f"names and run again.", **common)
+        return BadResponseError(f"Unexpected answer from {_origin(self.url)} ({said}).", **common)
+
+    # ---- response ---------------------------------------------------------------------------------------
+
+    def _items(self, response: _Response) -> list[dict]:
+        document = _json_or_none(response.body)
+        if document is None:  # raised outside the except: the decoder's error quotes the body, key and all
+            raise BadResponseError(f"The server answered HTTP {response.status} but not with JSON "
+                                   f"({self.api_key.redact(_short(_text(response.body)))!r}). Check the "
+                                   f"endpoint URL.")
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, list) or not data:
+            message = self.api_key.redact(_message_in(document) or "")
+            if message:
+                raise RequestRejectedError(f"The server returned no image: {message}", server_message=message)
+            raise BadResponseError(f"The server's JSON has no non-empty 'data' list (keys: "
+                                   f"{sorted(document) if isinstance(document, dict) else type(document).__name__}).")
+        for index, item in enumerate(data):
+            if not isinstance(item, dict) or not (isinstance(item.get("b64_json"), str)
+                                                  or isinstance(item.get("url"), str)):
+                keys = sorted(item) if isinstance(item, dict) else type(item).__name__
+                raise BadResponseError(f"data[{index}] has neither 'b64_json' nor 'url' (has {keys}).")
+        return data
+
+    def _image(self, item: dict, index: int, started: float) -> np.ndarray:
+        what = f"data[{index}]"
+        if isinstance(item.get("b64_json"), str):
+            return decode_image(_b64decode(item["b64_json"], f"{what}.b64_json"), f"{what}.b64_json")
+        url = item["url"].strip()
+        if url.startswith("data:"):
+            return decode_image(_b64decode(url, f"{what}.url"), f"{what}.url")
+        url = urljoin(self.url, url)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise BadResponseError(f"{what}.url is not an http(s) URL ({_short(url)!r}).")
+        # Signed storage links live on other hosts: the key goes only to the API's own origin.
+        headers = {"User-Agent": USER_AGENT}
+        if _origin(url) == _origin(self.url):
+            headers.update(self._auth_header())
+        where = f"the result image from {_origin(url)}{urlsplit(url).path}"  # no query: it may hold a signature
+        response = self._call(dict(method="GET", url=url, headers=headers), started, download=where)
+        return decode_image(response.body, f"{what}.url ({where})")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _perform(request: dict, per_try: float, box: dict) -> None:
+    """Worker thread: one HTTP request, the body read to the end (bounded), into `box`."""
+    try:
+        with requests.Session() as session:
+            with session.request(**request, timeout=(min(CONNECT_TIMEOUT, per_try), per_try), stream=True) as r:
+                chunks, size = [], 0
+                for chunk in r.iter_content(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise _TooLarge()
+                    chunks.append(chunk)
+                box["response"] = _Response(r.status_code, dict(r.headers), b"".join(chunks))
+    except Exception as exc:  # handed to the waiting thread, which turns it into a RemoteError
+        box["error"] = exc
+
+
+def _gave_up(error: RemoteError, note: str) -> RemoteError:
+    return type(error)(f"{error} {note}", status=error.status, server_message=error.server_message)
+
+
+def _retry_after(headers: dict) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    payload = "".join(payload.split())
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        data = None
+    if data is None:
+        raise BadResponseError(f"{what} is not valid base64 ({len(payload)} characters).")
+    if not data:
+        raise BadResponseError(f"{what} is empty.")
+    return data
+
+
+def _json_or_none(body: bytes):
+    try:
+        return json.loads(body.decode("utf-8"))
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        return None
+
+
+def _message_in(document) -> str | None:
+    """The server's explanation in the shapes seen on this platform and OpenAI-style APIs."""
+    if not isinstance(document, dict):
+        return None
+    for key in ("message", "error_message", "error", "detail", "msg"):
+        value = document.get(key)
+        if isinstance(value, dict):
+            value = _message_in(value)
+        elif isinstance(value, list):
+            value = "; ".join(str(v.get("msg", v)) if isinstance(v, dict) else str(v) for v in value)
+        if value:
+            return _short(str(value))
+    return None
+
+
+def _server_message(body: bytes) -> str:
+    document = _json_or_none(body)
+    message = _message_in(document)
+    if message:
+        return message
+    text = _text(body).strip()
+    if text.startswith("<") or document in ({}, []):
+        return ""  # an HTML error page or an empty document says nothing useful in one line
+    return _short(text)
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
