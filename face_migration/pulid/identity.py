@@ -35,7 +35,9 @@ class PulidIdentity:
 
 
 def identity_from_embeddings(model: PulidFlux, fingerprint: str, id_vector: torch.Tensor,
-                             vit_hidden: list[torch.Tensor], info: dict | None = None) -> PulidIdentity:
-    """Run the IDFormer on [B, 1280] face vectors and EVA hidden states; tokens come back as float32 on CPU."""
-    cond, uncond = model.encode(id_vector, vit_hidden)
+                             vit_hidden: list[torch.Tensor], info: dict | None = None,
+                             dtype: torch.dtype | None = None) -> PulidIdentity:
+    """Run the IDFormer on [B, 1280] face vectors and EVA hidden states (in `dtype`, default the weights');
+    tokens come back as float32 on CPU."""
+    cond, uncond = model.encode(id_vector, vit_hidden, dtype)
     return PulidIdentity(cond.float().cpu(), uncond.float().cpu(), fingerprint, dict(info or {}))

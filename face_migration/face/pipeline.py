@@ -1,0 +1,200 @@
+"""From reference photos to the inputs of PuLID's IDFormer, as the official pipeline (pulid-spec section 5):
+
+long edge <= 1024 (Lanczos) -> SCRFD at 640 -> chosen face -> ArcFace on the 112 crop (raw embedding)
+-> 512 FFHQ crop from RetinaFace landmarks (or SCRFD's, in fast mode) -> BiSeNet parsing -> background
+white, face grey -> bicubic 336 -> EVA02-CLIP: L2-normalised head + five hidden states.
+
+One deliberate fix: both crops come from the same person (the official code may take the largest face
+for ArcFace and the centre face for EVA). When SCRFD misses, the official fallback runs ArcFace on the
+aligned crop resized to 112.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import FaceMigrationError
+from ..pulid.identity import PulidIdentity, identity_from_embeddings
+from ..pulid.model import PulidFlux
+from .align import arcface_crop, ffhq_crop
+from .bisenet import BiSeNet, background_mask, parse_labels
+from .detection import ScrfdDetector
+from .eva_clip import EvaVisionTower, preprocess
+from .recognition import ArcFaceRecognizer, cosine_similarity
+from .resample import limit_long_edge, resize_linear
+from .retinaface import RetinaFace, choose_center_face, choose_nearest_face, detect_faces
+from .selection import choose_face
+
+MAX_EDGE = 1024
+COMBINE_MODES = ("mean", "concat")
+
+
+@dataclass
+class FaceModels:
+    detector: ScrfdDetector
+    recognizer: ArcFaceRecognizer
+    eva: EvaVisionTower
+    parser: BiSeNet
+    landmarker: RetinaFace | None  # None: fast mode, align from SCRFD's keypoints
+    device: torch.device = torch.device("cpu")
+    eva_dtype: torch.dtype = torch.float32
+
+
+@dataclass
+class ReferenceEmbedding:
+    id_vector: torch.Tensor  # [1280]: raw ArcFace 512 + normalised EVA head 768
+    vit_hidden: list[torch.Tensor]  # 5 x [577, 1024]
+    preview: np.ndarray  # [512, 1024, 3] uint8: the photo with the chosen face, and what EVA sees
+    info: str
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any ComfyUI image ([H, W, C] float 0..1, C = 1, 3 or 4) as RGB uint8; alpha is dropped."""
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+        raise FaceMigrationError(f"Expected an image [H, W, 1|3|4], got shape {tuple(image.shape)}.")
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def eva_input(parser: BiSeNet, crop512: np.ndarray, device) -> torch.Tensor:
+    """The aligned crop with background white and the face in grey, [1, 3, 512, 512] in [0, 1]."""
+    x = torch.from_numpy(crop512).to(device).permute(2, 0, 1)[None].float() / 255.0
+    background = background_mask(parse_labels(parser, x))[:, None]
+    grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).repeat(1, 3, 1, 1)
+    return torch.where(background, torch.ones_like(grey), grey)
+
+
+def _draw_box(canvas: np.ndarray, box, colour, width: int = 3) -> None:
+    h, w = canvas.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box[:4])
+    x1, x2 = np.clip([x1, x2], 0, w - 1)
+    y1, y2 = np.clip([y1, y2], 0, h - 1)
+    canvas[y1:y1 + width, x1:x2 + 1] = colour
+    canvas[max(y2 - width + 1, 0):y2 + 1, x1:x2 + 1] = colour
+    canvas[y1:y2 + 1, x1:x1 + width] = colour
+    canvas[y1:y2 + 1, max(x2 - width + 1, 0):x2 + 1] = colour
+
+
+def make_preview(image: np.ndarray, boxes: np.ndarray, chosen: int | None, eva_view: torch.Tensor) -> np.ndarray:
+    """Left: the photo fitted into 512x512 with every face boxed (chosen one green); right: EVA's input."""
+    scale = 512 / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    photo = resize_linear(image, size)
+    left = np.zeros((512, 512, 3), np.uint8)
+    left[:photo.shape[0], :photo.shape[1]] = photo
+    for i, box in enumerate(boxes):
+        _draw_box(left, np.asarray(box[:4]) * scale, (40, 220, 60) if i == chosen else (220, 60, 40),
+                  3 if i == chosen else 1)
+    right = (eva_view[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    return np.concatenate([left, right], axis=1)
+
+
+def encode_reference(models: FaceModels, image: np.ndarray, order: str = "largest-first", index: int = 0,
+                     label: str = "the reference image") -> ReferenceEmbedding:
+    """One RGB uint8 photo -> the IDFormer inputs, a preview and a line of info. FaceMigrationError when no face."""
+    image = limit_long_edge(image, MAX_EDGE)
+    boxes, keypoints = models.detector.detect(image)
+    notes = [f"{label}: {len(boxes)} face(s) found by SCRFD"
+             + (f" (scores {', '.join(f'{s:.2f}' for s in boxes[:, 4])})" if len(boxes) else "")]
+    chosen = choose_face(boxes, order, index, label) if len(boxes) else None
+    if models.landmarker is not None:
+        dets = detect_faces(models.landmarker, image)
+        pick = choose_nearest_face(dets, boxes[chosen, :4]) if chosen is not None else choose_center_face(dets)
+        if pick is not None:
+            landmarks, how = dets.landmarks[pick], "RetinaFace landmarks (official)"
+        elif chosen is not None:
+            landmarks, how = keypoints[chosen], "SCRFD keypoints (RetinaFace found no face)"
+        else:
+            raise FaceMigrationError(f"No face was found in {label} (SCRFD and RetinaFace). Use a photo where "
+                                     "the face is clearly visible, frontal and at least about 64 pixels wide.")
+    elif chosen is not None:
+        landmarks, how = keypoints[chosen], "SCRFD keypoints (fast mode)"
+    else:
+        raise FaceMigrationError(f"No face was found in {label}. Use a photo where the face is clearly visible, "
+                                 "frontal and at least about 64 pixels wide (or load RetinaFace for a second try).")
+    crop512, _ = ffhq_crop(image, landmarks)
+    if chosen is not None:
+        arcface = models.recognizer.embed(arcface_crop(image, keypoints[chosen])[0][None])[0]
+        notes.append(f"used face #{index} ({order}), score {boxes[chosen, 4]:.2f}; aligned with {how}")
+    else:  # official fallback: ArcFace on the aligned 512 crop
+        arcface = models.recognizer.embed(resize_linear(crop512, (112, 112))[None])[0]
+        notes.append(f"SCRFD found no face: ArcFace ran on the crop aligned with {how} (official fallback)")
+    eva_view = eva_input(models.parser, crop512, models.device)
+    head, hidden = models.eva(preprocess(eva_view, models.eva.cfg.image_size).to(models.device, models.eva_dtype))
+    head = head.float()
+    head = head / head.norm(dim=-1, keepdim=True)
+    id_vector = torch.cat([torch.from_numpy(np.asarray(arcface, np.float32)), head[0].cpu()])
+    return ReferenceEmbedding(id_vector, [h[0].float().cpu() for h in hidden],
+                              make_preview(image, boxes, chosen, eva_view), "; ".join(notes))
+
+
+def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, images: list[np.ndarray],
+                    order: str = "largest-first", index: int = 0, combine: str = "mean",
+                    skip_faceless: bool = False, encoder_dtype: torch.dtype | None = None,
+                    on_progress: Callable[[int, int], None] | None = None,
+                    check_cancel: Callable[[], None] | None = None) -> tuple[PulidIdentity, list[np.ndarray], str]:
+    """Several reference photos -> one PULID identity (ID tokens averaged, or concatenated), previews, info."""
+    if combine not in COMBINE_MODES:
+        raise FaceMigrationError(f"Unknown combine mode '{combine}'; choose one of {', '.join(COMBINE_MODES)}.")
+    refs, previews, notes = [], [], []
+    for i, image in enumerate(images):
+        if check_cancel is not None:
+            check_cancel()
+        label = f"reference image {i}" if len(images) > 1 else "the reference image"
+        try:
+            ref = encode_reference(models, image, order, index, label)
+        except FaceMigrationError as exc:
+            if not skip_faceless or "No face" not in str(exc):
+                raise
+            notes.append(f"{label}: skipped, no face")
+            previews.append(make_preview(limit_long_edge(image, MAX_EDGE), np.zeros((0, 5)), None,
+                                         torch.zeros(1, 3, 512, 512)))
+        else:
+            refs.append(ref)
+            previews.append(ref.preview)
+            notes.append(ref.info)
+        if on_progress is not None:
+            on_progress(i + 1, len(images))
+    if not refs:
+        raise FaceMigrationError("No face was found in any reference image. Use photos where the face is "
+                                 "clearly visible, frontal and at least about 64 pixels wide.")
+    id_vector = torch.stack([r.id_vector for r in refs])
+    hidden = [torch.stack([r.vit_hidden[s] for r in refs]) for s in range(len(refs[0].vit_hidden))]
+    identity = identity_from_embeddings(pulid, fingerprint, id_vector, hidden, dtype=encoder_dtype)
+    n, tokens, width = identity.cond.shape
+    if combine == "mean":
+        cond, uncond = identity.cond.mean(0, keepdim=True), identity.uncond[:1]
+    else:
+        cond, uncond = identity.cond.reshape(1, n * tokens, width), identity.uncond.reshape(1, n * tokens, width)
+    info = {"references": len(images), "faces_used": n, "combine": combine}
+    summary = "\n".join(notes) + f"\nidentity: {n} reference(s), {combine}, {cond.shape[1]} ID tokens"
+    return PulidIdentity(cond, uncond, fingerprint, info), previews, summary
+
+
+def largest_face_embedding(detector: ScrfdDetector, recognizer: ArcFaceRecognizer, image: np.ndarray):
+    """Raw ArcFace embedding of the largest face, or None when there is no face."""
+    image = limit_long_edge(image, MAX_EDGE)
+    boxes, keypoints = detector.detect(image)
+    if not len(boxes):
+        return None
+    chosen = choose_face(boxes, "largest-first", 0)
+    return recognizer.embed(arcface_crop(image, keypoints[chosen])[0][None])[0]
+
+
+def face_similarities(detector: ScrfdDetector, recognizer: ArcFaceRecognizer, reference: np.ndarray,
+                      images: list[np.ndarray]) -> tuple[list[float], str]:
+    """ArcFace cosine similarity between the reference's largest face and each image's largest face
+    (0.0 where an image has no face). Same person is typically above 0.4 with antelopev2."""
+    ref = largest_face_embedding(detector, recognizer, reference)
+    if ref is None:
+        raise FaceMigrationError("Face Similarity: no face was found in the reference image.")
+    scores, lines = [], []
+    for i, image in enumerate(images):
+        emb = largest_face_embedding(detector, recognizer, image)
+        score = 0.0 if emb is None else float(cosine_similarity(ref, emb[None])[0])
+        scores.append(score)
+        lines.append(f"image {i}: " + ("no face found" if emb is None else f"similarity {score:.3f}"))
+    return scores, "\n".join(lines)
