@@ -11,9 +11,11 @@ COMFYUI_PROMPT_TIMEOUT (s, default 600).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -154,8 +156,7 @@ def comfy(tmp_path_factory) -> ComfyServer:
     _tiny_flux(base / "models", python, comfyui)
     pulid = base / "models" / "pulid"
     write_tiny_pulid(pulid / PULID_FILE, TINY_CFG_FOR_COMPAT_FLUX, seed=0)
-    cfg_5ca = TINY_CFG_FOR_COMPAT_FLUX.__class__(**{**TINY_CFG_FOR_COMPAT_FLUX.__dict__, "num_ca": 5})
-    write_tiny_pulid(pulid / PULID_MISMATCH_FILE, cfg_5ca, seed=0)
+    write_tiny_pulid(pulid / PULID_MISMATCH_FILE, dataclasses.replace(TINY_CFG_FOR_COMPAT_FLUX, num_ca=5), seed=0)
 
     port = _free_port()
     log = base / "server.log"
@@ -184,6 +185,8 @@ def comfy(tmp_path_factory) -> ComfyServer:
         yield server
     finally:
         server.stop()
+        # The generated FLUX is 1.1 GB; pytest keeps the last temp dirs, so keep only the log.
+        shutil.rmtree(base / "models", ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
