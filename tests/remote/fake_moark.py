@@ -29,6 +29,10 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def b64_png(array: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(array)).decode()
+
+
 def gradient_image(width: int = 48, height: int = 32) -> np.ndarray:
     """A small deterministic RGB image that survives PNG exactly."""
     y, x = np.mgrid[0:height, 0:width]
@@ -49,7 +53,7 @@ class Reply:
 
     @classmethod
     def image_b64(cls, array: np.ndarray) -> "Reply":
-        return cls.json({"created": int(time.time()), "data": [{"b64_json": base64.b64encode(png_bytes(array)).decode()}]})
+        return cls.json({"created": int(time.time()), "data": [{"b64_json": b64_png(array)}]})
 
 
 @dataclass

@@ -17,7 +17,7 @@ from face_migration.remote import (ApiKeyError, BadResponseError, FaceMigrationC
                                    InvalidParameterError, RateLimitError, RemoteCancelled, RemoteConnectionError,
                                    RemoteError, RemoteTimeoutError, RequestRejectedError, RetryPolicy, ServerError)
 from tests.remote.conftest import SECRET
-from tests.remote.fake_moark import FakeMoArk, Reply, gradient_image, png_bytes
+from tests.remote.fake_moark import FakeMoArk, Reply, b64_png, gradient_image, png_bytes
 
 PARAMS = FaceMigrationParams(prompt="portrait, oil painting")
 
@@ -120,7 +120,7 @@ def test_url_result_on_another_host_is_downloaded_without_the_key(key, fake):
 
 def test_every_image_in_data_is_returned(key, fake):
     a, b = gradient_image(8, 8), gradient_image(8, 8)[::-1].copy()
-    fake.queue(Reply.json({"data": [{"b64_json": base64.b64encode(png_bytes(x)).decode()} for x in (a, b)]}))
+    fake.queue(Reply.json({"data": [{"b64_json": b64_png(x)} for x in (a, b)]}))
     images = make_client(key, fake).generate(face(), PARAMS)
     assert len(images) == 2
     np.testing.assert_array_equal(images[1], b)

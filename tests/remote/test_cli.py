@@ -1,0 +1,133 @@
+"""`python -m face_migration generate` end to end against the fake API, and the command dispatcher."""
+import io
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import face_migration.__main__ as entry
+from tests.remote.conftest import SECRET
+from tests.remote.fake_moark import Reply, b64_png, gradient_image
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "face.jpg"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run_cli(*args, key=SECRET, extra_env=None):
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "moark_api_key", "gitee_ai_api_key")}
+    env["NO_PROXY"] = "127.0.0.1"
+    if key:
+        env["MOARK_API_KEY"] = key
+    env.update(extra_env or {})
+    result = subprocess.run([sys.executable, "-m", "face_migration", *map(str, args)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert SECRET not in result.stdout and SECRET not in result.stderr
+    return result
+
+
+def test_generate_writes_the_image_and_sends_every_parameter(fake, photo, tmp_path):
+    served = gradient_image(48, 32)
+    fake.queue(Reply.image_b64(served))
+    out = tmp_path / "out.png"
+    result = run_cli("generate", "--image", photo, "--prompt", "a knight", "--out", out, "--endpoint", fake.base_url,
+                     "--size", "512x512", "--guidance-scale", "3.5", "--steps", "6", "--id-weight", "0.8",
+                     "--id-timestep-start", "1", "--seed", "42", "--model", "flux-1-schnell", "--timeout", "20")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), served)
+    (request,) = fake.requests
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+    assert request.fields == [("model", "flux-1-schnell"), ("size", "512x512"), ("guidance_scale", "3.5"),
+                              ("num_inference_steps", "6"), ("id_weight", "0.8"), ("id_timestep_start", "1"),
+                              ("seed", "42"), ("prompt", "a knight")]
+    with Image.open(photo) as original:
+        assert Image.open(io.BytesIO(request.files["image"][2])).size == original.size
+
+
+def test_key_file_and_several_result_images(fake, photo, tmp_path):
+    key_file = tmp_path / "token.txt"
+    key_file.write_text("FROMFILE\n")
+    key_file.chmod(0o600)
+    fake.queue(Reply.json({"data": [{"b64_json": b64_png(gradient_image(8, 8))}] * 2}))
+    out = tmp_path / "pic.webp"
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", out, "--endpoint", fake.base_url,
+                     "--key-file", key_file, key=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(out), str(tmp_path / "pic_2.webp")]
+    assert fake.requests[0].headers["authorization"] == "Bearer FROMFILE"
+
+
+def test_api_error_exits_1_with_the_servers_message(fake, photo, tmp_path):
+    fake.queue(Reply.json({"message": f"token {SECRET} invalid"}, status=401))
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
+                     "--endpoint", fake.base_url)
+    assert result.returncode == 1
+    assert "HTTP 401: token <API key> invalid" in result.stderr and "MOARK_API_KEY" in result.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_retries_are_logged_and_exhaustion_exits_1(fake, photo, tmp_path):
+    fake.queue(*[Reply.json({"message": "down"}, status=503, headers={"Retry-After": "0"})] * 2)
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
+                     "--endpoint", fake.base_url, "--max-attempts", "2")
+    assert result.returncode == 1
+    assert "Try 1 of 2 failed" in result.stderr and "Gave up after 2 tries" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "9"], "num_inference_steps: 9 is outside 1..8"),
+    (["--prompt", " "], "prompt: empty"),
+    (["--out", "{tmp}/o.txt"], "unknown image extension"),
+    (["--out", "{tmp}/missing/o.png"], "does not exist; create it first"),
+    (["--image", "{tmp}/none.jpg"], "--image"),
+    (["--endpoint", "http://example.com"], "plain http"),
+    (["--size", "100x100"], "invalid choice"),
+])
+def test_usage_errors_exit_2_before_any_request(fake, photo, tmp_path, args, message):
+    base = {"--image": str(photo), "--prompt": "x", "--out": str(tmp_path / "o.png"), "--endpoint": fake.base_url}
+    base.update(dict(zip(args[::2], [a.format(tmp=tmp_path) for a in args[1::2]])))
+    result = run_cli("generate", *[x for pair in base.items() for x in pair])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert fake.requests == []
+
+
+def test_no_key_exits_2_and_says_where_to_put_one(fake, photo, tmp_path):
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
+                     "--endpoint", fake.base_url, key=None)
+    assert result.returncode == 2 and "No MoArk / Gitee AI API key found" in result.stderr
+    assert fake.requests == []
+
+
+def test_dispatcher_usage_and_unknown_commands(capsys):
+    assert entry.main([]) == 2
+    assert "generate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        entry.main(["frobnicate"])
+    assert caught.value.code == 2 and "unknown command 'frobnicate'" in capsys.readouterr().err
+    assert entry.main(["--help"]) == 0 and "check-models" in capsys.readouterr().out
+
+
+def test_a_command_whose_module_is_missing_gives_a_clean_error(monkeypatch, capsys):
+    monkeypatch.setitem(entry.COMMANDS, "future", (".not_written_yet", "later"))
+    assert entry.main(["future"]) == 2
+    assert "the 'future' command is not part of this version" in capsys.readouterr().err
+
+
+def test_a_missing_dependency_is_named(monkeypatch, capsys, tmp_path):
+    (tmp_path / "fm_needs_dep.py").write_text("import surely_not_installed_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(entry.COMMANDS, "dep", ("fm_needs_dep", "x"))
+    assert entry.main(["dep"]) == 2
+    assert "needs the Python package 'surely_not_installed_pkg'" in capsys.readouterr().err

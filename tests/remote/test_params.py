@@ -1,0 +1,91 @@
+"""Inputs: documented ranges, the form fields they become, and the endpoint URL."""
+import pytest
+
+from face_migration.remote import (API_PATH, SIZES, FaceMigrationParams, InvalidParameterError, RANGES, api_url)
+from face_migration.remote.params import format_number
+
+
+def test_the_nine_documented_sizes_with_1024_square_first():
+    assert SIZES[0] == "1024x1024" and len(set(SIZES)) == 9
+    assert {"256x256", "512x512", "1024x768", "768x1024", "1024x576", "576x1024", "1024x683", "683x1024"} < set(SIZES)
+
+
+def test_defaults_match_the_documented_example():
+    assert FaceMigrationParams(prompt="p").form_fields() == [
+        ("model", "flux-1-schnell"), ("size", "1024x1024"), ("guidance_scale", "4"), ("num_inference_steps", "4"),
+        ("id_weight", "1"), ("id_timestep_start", "0"), ("prompt", "p")]
+
+
+@pytest.mark.parametrize("value, text", [(4.0, "4"), (4.5, "4.5"), (0.1 + 0.2, "0.3"), (2.9999999999, "3"),
+                                         (7, "7"), (0.05, "0.05")])
+def test_numbers_are_sent_short(value, text):
+    assert format_number(value) == text
+
+
+def test_seed_is_sent_only_when_set():
+    assert ("seed", "0") in FaceMigrationParams(prompt="p", seed=0).form_fields()
+    assert "seed" not in dict(FaceMigrationParams(prompt="p").form_fields())
+
+
+@pytest.mark.parametrize("change, problem", [
+    (dict(prompt=""), "prompt: empty"),
+    (dict(prompt=" \n "), "prompt: empty"),
+    (dict(size="1000x1000"), "size: '1000x1000' is not offered"),
+    (dict(guidance_scale=0.5), "guidance_scale: 0.5 is outside 1.0..10.0"),
+    (dict(guidance_scale=float("nan")), "guidance_scale: nan is not a number"),
+    (dict(num_inference_steps=0), "num_inference_steps: 0 is outside 1..8"),
+    (dict(num_inference_steps=9), "num_inference_steps: 9 is outside 1..8"),
+    (dict(num_inference_steps=2.5), "num_inference_steps: 2.5 must be a whole number"),
+    (dict(id_weight=3.5), "id_weight: 3.5 is outside 0.0..3.0"),
+    (dict(id_weight=True), "id_weight: True is not a number"),
+    (dict(id_timestep_start=-1), "id_timestep_start: -1 is outside 0..8"),
+    (dict(id_timestep_start=4, num_inference_steps=4), "the face would never be used"),
+    (dict(seed=-1), "seed: -1 must be a whole number"),
+    (dict(seed=2**31), "seed: 2147483648 must be"),
+    (dict(model=""), "model: '' is not a model name"),
+    (dict(model="flux 1"), "model: 'flux 1' is not a model name"),
+])
+def test_each_bad_input_is_named_with_the_fix(change, problem):
+    params = FaceMigrationParams(**{"prompt": "p", **change})
+    with pytest.raises(InvalidParameterError) as caught:
+        params.validated()
+    assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize("name", RANGES)
+def test_range_edges_are_valid(name):
+    low, high, _, _ = RANGES[name]
+    for value in (low, high):
+        if name == "id_timestep_start" and value == high:
+            value = high - 1  # must stay below the steps (at most 8); covered above
+        values = {"num_inference_steps": 8, "id_timestep_start": 0, name: value}
+        assert FaceMigrationParams(prompt="p", **values).problems() == [], (name, value)
+
+
+def test_all_problems_are_reported_at_once():
+    problems = FaceMigrationParams(prompt="", size="1x1", guidance_scale=99).problems()
+    assert [p.split(":")[0] for p in problems] == ["prompt", "size", "guidance_scale"]
+
+
+@pytest.mark.parametrize("base, url", [
+    ("https://moark.ai", "https://moark.ai" + API_PATH),
+    ("https://ai.gitee.com/", "https://ai.gitee.com" + API_PATH),
+    ("https://example.com/v1", "https://example.com" + API_PATH),
+    ("https://example.com/proxy/v1/", "https://example.com/proxy" + API_PATH),
+    ("https://example.com" + API_PATH, "https://example.com" + API_PATH),
+    (" http://127.0.0.1:8199 ", "http://127.0.0.1:8199" + API_PATH),
+    ("http://localhost:8000", "http://localhost:8000" + API_PATH),
+    ("http://192.168.1.20:8000", "http://192.168.1.20:8000" + API_PATH),
+])
+def test_endpoint_urls(base, url):
+    assert api_url(base) == url
+
+
+@pytest.mark.parametrize("base, problem", [
+    ("", "is not a URL"), ("moark.ai", "is not a URL"), ("ftp://moark.ai", "is not a URL"),
+    ("http://moark.ai", "plain http"), ("http://8.8.8.8", "plain http"),
+    ("https://moark.ai/?key=1", "query or fragment"),
+])
+def test_bad_endpoints_are_refused(base, problem):
+    with pytest.raises(InvalidParameterError, match=problem):
+        api_url(base)
