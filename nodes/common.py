@@ -1,10 +1,20 @@
 """Shared pieces of the ComfyUI adapter: socket types, model folders, log prefix."""
 from __future__ import annotations
 
+import logging
 import os
+from typing import Callable, TypeVar
 
+import comfy.model_management
+import comfy.model_patcher
 import folder_paths
+import torch
 from comfy_api.v0_0_2 import io
+
+from ..face_migration.catalog import ModelFile, find_in_folders, missing_file_message
+from ..face_migration.errors import ModelFileError
+
+T = TypeVar("T")
 
 LOG_PREFIX = "[Face Migration]"
 CATEGORY = "face_migration"
@@ -26,3 +36,48 @@ def register_model_folders() -> None:
 def folder_hint(name: str) -> str:
     """Where a user should put files of a model folder, for error messages."""
     return " or ".join(folder_paths.get_folder_paths(name))
+
+
+def model_choices(folder: str, model: ModelFile, extensions: tuple[str, ...]) -> list[str]:
+    """Files of a model folder with one of the extensions; the catalogue's file is listed even when absent,
+    so choosing it reaches our loader and its download instructions instead of a bare 'not in list'."""
+    files = [f for f in folder_paths.get_filename_list(folder) if f.lower().endswith(extensions)]
+    preferred = [n for n in (model.filename, *model.alternatives) if n in files] or [model.filename]
+    return preferred + [f for f in files if f not in preferred]
+
+
+def resolve_model_file(folder: str, filename: str, model: ModelFile) -> str:
+    path = folder_paths.get_full_path(folder, filename)
+    if path is None:
+        raise ModelFileError(f"'{filename}' is not in {folder_hint(folder)}. {model.download_hint()} "
+                             f"Licence: {model.licence}.")
+    return path
+
+
+def find_catalog_file(model: ModelFile) -> str:
+    """A catalogue file found the way ComfyUI finds models (all roots of its folder, accepted sub-folders)."""
+    roots = folder_paths.get_folder_paths(model.folder)
+    path = find_in_folders(model, roots)
+    if path is None:
+        raise ModelFileError(missing_file_message(model, roots))
+    return path
+
+
+_loaded: dict[str, tuple[tuple, object]] = {}
+
+
+def load_cached(slot: str, paths: tuple[str, ...], options: tuple, load: Callable[[], T]) -> T:
+    """Load once per slot, file versions and options; a changed file or option loads again and replaces
+    the old value (one of each kind of model in RAM)."""
+    key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths) + options
+    if slot not in _loaded or _loaded[slot][0] != key:
+        _loaded.pop(slot, None)
+        _loaded[slot] = (key, load())
+        logging.info("%s loaded %s", LOG_PREFIX, _loaded[slot][1])
+    return _loaded[slot][1]
+
+
+def managed(module: torch.nn.Module):
+    """A ModelPatcher so ComfyUI moves the module to the GPU when used, counts its memory and offloads it."""
+    return comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())

@@ -1,23 +1,20 @@
 """PuLID model loader and the Apply node: identity into ComfyUI's FLUX through block patches on a clone."""
 from __future__ import annotations
 
-import logging
 import os
 
-import comfy.model_management
-import comfy.model_patcher
 import comfy.ops
 import comfy.patcher_extension
-import folder_paths
 from comfy.ldm.flux.model import Flux
 from comfy_api.v0_0_2 import io
 
 from ..face_migration.catalog import BY_KEY
-from ..face_migration.errors import IncompatibleModelError, ModelFileError
+from ..face_migration.errors import IncompatibleModelError
 from ..face_migration.injection import (Injection, PulidBlockPatch, SigmaRange, StepRange, TokenGridWrapper,
                                         UncondMode, block_patches)
 from ..face_migration.pulid.weights import load_pulid_flux
-from .common import CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint
+from .common import (CATEGORY, PulidId, PulidModel, folder_hint, load_cached, managed, model_choices,
+                     resolve_model_file)
 
 WRAPPER_KEY = "face_migration_pulid_grid"
 MAX_STEP = 10000
@@ -29,37 +26,23 @@ class PulidModelHandle:
 
     def __init__(self, path: str):
         self.name = os.path.basename(path)
+        # comfy.ops layers compute in the activations' dtype (fp16, bf16, fp32) whatever the file's dtype.
         self.model, self.fingerprint = load_pulid_flux(path, folder_hint("pulid"), ops=comfy.ops.manual_cast)
-        self.patcher = comfy.model_patcher.ModelPatcher(
-            self.model, load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device())
+        self.patcher = managed(self.model)
 
     def __repr__(self):
         return f"PuLID-FLUX model {self.name} ({self.model.cfg.num_ca} CA modules, weights {self.fingerprint})"
 
 
-_loaded: dict[tuple, PulidModelHandle] = {}
-
-
 def load_handle(filename: str) -> PulidModelHandle:
-    """Load once per file version; a changed file on disk is loaded again."""
-    path = folder_paths.get_full_path("pulid", filename)
-    if path is None:
-        raise ModelFileError(f"PuLID file '{filename}' not found in {folder_hint('pulid')}. "
-                             f"{BY_KEY['pulid_flux'].download_hint()}")
-    stat = os.stat(path)
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    if key not in _loaded:
-        _loaded.clear()  # one PuLID model in RAM at a time
-        _loaded[key] = PulidModelHandle(path)
-        logging.info("%s loaded %r", LOG_PREFIX, _loaded[key])
-    return _loaded[key]
+    path = resolve_model_file("pulid", filename, BY_KEY["pulid_flux"])
+    return load_cached("pulid", (path,), (), lambda: PulidModelHandle(path))
 
 
 class PulidModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        files = [f for f in folder_paths.get_filename_list("pulid") if f.lower().endswith(".safetensors")]
+        files = model_choices("pulid", BY_KEY["pulid_flux"], (".safetensors",))
         return io.Schema(
             node_id="FaceMigration_PulidModelLoader",
             display_name="Load PuLID-FLUX Model",

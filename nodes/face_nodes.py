@@ -1,0 +1,228 @@
+"""Face loaders, Encode Face (PuLID) and Face Similarity: thin adapters over face_migration.face."""
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.ops
+import comfy.utils
+import numpy as np
+import torch
+from comfy_api.v0_0_2 import io, ui
+
+from ..face_migration.catalog import BY_KEY
+from ..face_migration.face.bisenet import load_bisenet
+from ..face_migration.face.detection import load_scrfd
+from ..face_migration.face.eva_clip import load_eva_clip
+from ..face_migration.face.onnx_runtime import PROVIDER_CHOICES
+from ..face_migration.face.pipeline import COMBINE_MODES, FaceModels, encode_identity, face_similarities, to_rgb_uint8
+from ..face_migration.face.recognition import load_arcface
+from ..face_migration.face.retinaface import load_retinaface
+from ..face_migration.face.selection import FACE_ORDERS
+from .common import (CATEGORY, PulidId, PulidModel, find_catalog_file, folder_hint, load_cached, managed,
+                     model_choices, resolve_model_file)
+
+FaceAnalysis = io.Custom("FACE_MIGRATION_FACE_ANALYSIS")
+EvaClip = io.Custom("FACE_MIGRATION_EVA_CLIP")
+FaceParsing = io.Custom("FACE_MIGRATION_FACE_PARSING")
+FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
+
+
+class FaceAnalysisModels:
+    """antelopev2's detector and recognizer on onnxruntime (only these two files are loaded)."""
+
+    def __init__(self, providers: str):
+        self.detector = load_scrfd(find_catalog_file(BY_KEY["scrfd"]), providers)
+        self.recognizer = load_arcface(find_catalog_file(BY_KEY["glintr100"]), providers)
+
+    def __repr__(self):
+        return f"antelopev2 ({os.path.dirname(self.detector.path)})"
+
+
+class TorchModels:
+    """Torch networks with the ModelPatcher that puts them on the compute device when used."""
+
+    def __init__(self, name: str, module: torch.nn.Module):
+        self.name, self.module, self.patcher = name, module, managed(module)
+
+    def __repr__(self):
+        return self.name
+
+
+class FaceAnalysisLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_FaceAnalysisLoader",
+            display_name="Load Face Analysis (antelopev2)",
+            category=CATEGORY,
+            description="Loads scrfd_10g_bnkps.onnx (face detector) and glintr100.onnx (ArcFace) from "
+                        "models/insightface/models/antelopev2. Non-commercial licence.",
+            inputs=[io.Combo.Input("provider", options=list(PROVIDER_CHOICES), default="auto",
+                                   tooltip="onnxruntime execution provider. auto = the GPU one if installed, "
+                                           "else CPU (with a warning that says how to get the GPU one).")],
+            outputs=[FaceAnalysis.Output(display_name="face_analysis",
+                                         tooltip="Face detector + recognizer, for Encode Face and Face Similarity.")],
+        )
+
+    @classmethod
+    def execute(cls, provider):
+        paths = (find_catalog_file(BY_KEY["scrfd"]), find_catalog_file(BY_KEY["glintr100"]))
+        return io.NodeOutput(load_cached("face_analysis", paths, (provider,), lambda: FaceAnalysisModels(provider)))
+
+
+class EvaClipLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_EvaClipLoader",
+            display_name="Load EVA02-CLIP (PuLID)",
+            category=CATEGORY,
+            description="Loads the EVA02-CLIP-L-14-336 vision tower from models/clip, without running pickle "
+                        "code. `python -m face_migration convert-eva` makes a smaller .safetensors of it.",
+            inputs=[io.Combo.Input("eva_file", options=model_choices("clip", BY_KEY["eva02_clip_l_336"],
+                                                                     (".pt", ".pth", ".safetensors")),
+                                   tooltip="EVA02_CLIP_L_336_psz14_s6B.pt (huggingface.co/QuanSun/EVA-CLIP) or "
+                                           "its visual-only .safetensors conversion, in models/clip.")],
+            outputs=[EvaClip.Output(display_name="eva_clip", tooltip="The EVA02-CLIP vision tower.")],
+        )
+
+    @classmethod
+    def execute(cls, eva_file):
+        path = resolve_model_file("clip", eva_file, BY_KEY["eva02_clip_l_336"])
+        return io.NodeOutput(load_cached("eva_clip", (path,), (), lambda: TorchModels(
+            f"EVA02-CLIP {eva_file}", load_eva_clip(path, comfy.ops.manual_cast, folder_hint("clip")))))
+
+
+class FaceParsingLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_FaceParsingLoader",
+            display_name="Load Face Parsing (facexlib)",
+            category=CATEGORY,
+            description="Loads facexlib's BiSeNet (parsing) and, optionally, RetinaFace-ResNet50 (official "
+                        "alignment landmarks) from models/facexlib. facexlib itself is not needed.",
+            inputs=[
+                io.Combo.Input("parsing_file", options=model_choices("facexlib", BY_KEY["bisenet"], (".pth",)),
+                               tooltip="parsing_bisenet.pth from facexlib's v0.2.0 release, in models/facexlib."),
+                io.Combo.Input("landmark_file",
+                               options=model_choices("facexlib", BY_KEY["retinaface_resnet50"], (".pth",))
+                               + [FAST_ALIGNMENT],
+                               tooltip="detection_Resnet50_Final.pth (facexlib v0.1.0) aligns the face crop "
+                                       "exactly as the official code. 'none' aligns from the SCRFD landmarks: "
+                                       "faster, no extra file, a slightly different crop."),
+            ],
+            outputs=[FaceParsing.Output(display_name="face_parsing",
+                                        tooltip="Face parsing (and alignment) networks for Encode Face.")],
+        )
+
+    @classmethod
+    def execute(cls, parsing_file, landmark_file):
+        parsing_path = resolve_model_file("facexlib", parsing_file, BY_KEY["bisenet"])
+        landmark_path = None if landmark_file == FAST_ALIGNMENT else \
+            resolve_model_file("facexlib", landmark_file, BY_KEY["retinaface_resnet50"])
+
+        def load():
+            nets = torch.nn.ModuleDict({"parser": load_bisenet(parsing_path, comfy.ops.disable_weight_init)})
+            if landmark_path is not None:
+                nets["landmarker"] = load_retinaface(landmark_path, comfy.ops.disable_weight_init)
+            return TorchModels(f"facexlib {parsing_file} + {landmark_file}", nets)
+
+        paths = (parsing_path,) + ((landmark_path,) if landmark_path else ())
+        return io.NodeOutput(load_cached("face_parsing", paths, (landmark_file,), load))
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The official networks run in bf16 on the GPU; fp16 where bf16 is slow; fp32 on the CPU."""
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
+
+
+class EncodeFace(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_EncodeFace",
+            display_name="Encode Face (PuLID)",
+            category=CATEGORY,
+            description="Reference photo(s) -> PuLID identity. Runs once; changing Apply's settings reuses it.",
+            inputs=[
+                io.Image.Input("image", tooltip="One or more reference photos of the same person (a batch)."),
+                FaceAnalysis.Input("face_analysis", tooltip="From Load Face Analysis (antelopev2)."),
+                EvaClip.Input("eva_clip", tooltip="From Load EVA02-CLIP (PuLID)."),
+                FaceParsing.Input("face_parsing", tooltip="From Load Face Parsing (facexlib)."),
+                PulidModel.Input("pulid_model", tooltip="From Load PuLID-FLUX Model; use the same one in Apply."),
+                io.Combo.Input("face_order", options=list(FACE_ORDERS), default="largest-first",
+                               tooltip="How faces in a photo are counted for face_index."),
+                io.Int.Input("face_index", default=0, min=0, max=63,
+                             tooltip="Which face to use in each photo, in face_order (0 = the first: the largest "
+                                     "face by default)."),
+                io.Combo.Input("combine", options=list(COMBINE_MODES), default="mean",
+                               tooltip="Several references: mean of their ID tokens (one identity, default) or "
+                                       "concat (all tokens side by side: more detail, slower attention)."),
+                io.Boolean.Input("skip_faceless", default=False,
+                                 tooltip="On: photos without a face are skipped (as long as one has a face). "
+                                         "Off: such a photo stops the run with an error naming it."),
+            ],
+            outputs=[
+                PulidId.Output(display_name="pulid_id", tooltip="The face identity, for Apply PuLID-FLUX."),
+                io.Image.Output(display_name="preview",
+                                tooltip="Per photo: the chosen face boxed in green (others in red) and the "
+                                        "aligned, parsed grey crop EVA-CLIP sees."),
+                io.String.Output(display_name="info", tooltip="Faces found, which one was used, scores."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, face_analysis, eva_clip, face_parsing, pulid_model, face_order, face_index,
+                combine, skip_faceless):
+        device = comfy.model_management.get_torch_device()
+        dtype = compute_dtype(device)
+        comfy.model_management.load_models_gpu([eva_clip.patcher, face_parsing.patcher, pulid_model.patcher])
+        nets = face_parsing.module
+        models = FaceModels(face_analysis.detector, face_analysis.recognizer, eva_clip.module, nets["parser"],
+                            nets["landmarker"] if "landmarker" in nets else None, device, dtype)
+        photos = [to_rgb_uint8(frame) for frame in image.cpu().numpy()]
+        progress = comfy.utils.ProgressBar(len(photos))
+        identity, previews, info = encode_identity(
+            models, pulid_model.model, pulid_model.fingerprint, photos, face_order, face_index, combine,
+            skip_faceless, encoder_dtype=dtype, on_progress=lambda done, total: progress.update_absolute(done, total),
+            check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
+        preview = torch.from_numpy(np.stack(previews)).float() / 255.0
+        return io.NodeOutput(identity, preview, info, ui=ui.PreviewImage(preview, cls=cls))
+
+
+class FaceSimilarity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_FaceSimilarity",
+            display_name="Face Similarity (ArcFace)",
+            category=CATEGORY,
+            description="ArcFace cosine similarity between the reference face and the largest face of each "
+                        "image: does the identity show in the output, and how strongly.",
+            is_output_node=True,
+            inputs=[
+                FaceAnalysis.Input("face_analysis", tooltip="From Load Face Analysis (antelopev2)."),
+                io.Image.Input("reference", tooltip="The reference photo (its first image is used)."),
+                io.Image.Input("images", tooltip="Generated images to score."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="similarity", is_output_list=True,
+                                tooltip="One value per image in [-1, 1]; 0 where no face was found. The same "
+                                        "person usually scores above about 0.4."),
+                io.String.Output(display_name="report", tooltip="The scores as readable text."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, face_analysis, reference, images):
+        scores, report = face_similarities(face_analysis.detector, face_analysis.recognizer,
+                                           to_rgb_uint8(reference[0].cpu().numpy()),
+                                           [to_rgb_uint8(frame) for frame in images.cpu().numpy()])
+        return io.NodeOutput(scores, report, ui=ui.PreviewText(report))
+
+
+NODES = [FaceAnalysisLoader, EvaClipLoader, FaceParsingLoader, EncodeFace, FaceSimilarity]
