@@ -39,6 +39,7 @@ from torch import nn
 
 from ..catalog import BY_KEY
 from ..errors import ModelFileError
+from ..model_layout import describe_model, layout_problems
 from ..safetensors_file import read_header
 
 MODEL_FILE = BY_KEY["eva02_clip_l_336"]
@@ -273,30 +274,11 @@ def _expected_text(name: str) -> str:
             f"{MODEL_FILE.download_hint()}")
 
 
-def _identify_foreign(keys: list[str]) -> str:
-    """A short description of what a non-EVA file looks like, for the error message."""
-    def has(*parts: str) -> bool:
-        return any(any(p in k for p in parts) for k in keys)
-
-    if has("pulid_encoder.", "pulid_ca."):
-        return "a PuLID-FLUX model (it belongs in models/pulid)"
-    if has("text_model.", "encoder.block.", "shared.weight", "token_embedding", "transformer.resblocks"):
-        return "a text encoder (CLIP-L / T5, used by FLUX as the text model), not the EVA02 vision tower"
-    if has("vision_model.encoder.", "vision_model.embeddings."):
-        return "a Hugging Face CLIP vision model (models/clip_vision), not EVA02-CLIP"
-    if has("trunk.", "attn.norm.", "mlp.fc1_g"):
-        return "an open_clip/timm EVA02 export, whose layout differs from the official EVA-CLIP release"
-    if has("double_blocks.", "diffusion_model."):
-        return "a diffusion model (it belongs in models/diffusion_models)"
-    sample = ", ".join(sorted(keys)[:3]) or "none"
-    return f"some other model (first keys: {sample})"
-
-
 def config_from_shapes(shapes: dict[str, tuple[int, ...]], name: str) -> EvaVisionConfig:
     """Read the tower's sizes from visual tensor shapes (keys without the `visual.` prefix)."""
     keys = list(shapes)
     if not {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.q_bias"} <= set(keys):
-        raise ModelFileError(f"{name} is not an EVA02-CLIP vision tower: it looks like {_identify_foreign(keys)}. "
+        raise ModelFileError(f"{name} is not an EVA02-CLIP vision tower: it looks like {describe_model(keys)}. "
                              f"{_expected_text(name)}")
     try:
         width = shapes["cls_token"][-1]
@@ -314,18 +296,7 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], name: str) -> EvaVisi
 
 def check_layout(shapes: dict[str, tuple[int, ...]], cfg: EvaVisionConfig, name: str) -> None:
     """Raise ModelFileError unless shapes is exactly expected_layout(cfg) and cfg is usable."""
-    expected = expected_layout(cfg)
-    problems = []
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    if missing:
-        problems.append(f"{len(missing)} missing tensors (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-    wrong = [f"{k}: {list(shapes[k])} instead of {list(v)}" for k, v in expected.items()
-             if k in shapes and tuple(shapes[k]) != v]
-    if wrong:
-        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    problems = layout_problems(shapes, expected_layout(cfg))
     if shapes.get("pos_embed") and shapes["pos_embed"][1] - 1 != cfg.grid ** 2:
         problems.append(f"pos_embed has {shapes['pos_embed'][1]} positions, not 1 + a square grid")
     problems += cfg.problems()

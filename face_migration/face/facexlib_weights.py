@@ -18,33 +18,13 @@ from torch import nn
 
 from ..catalog import BY_KEY, ModelFile
 from ..errors import ModelFileError
+from ..model_layout import describe_model, layout_problems
 from ..safetensors_file import read_header
 
 logger = logging.getLogger(__name__)
 
 _MODULE_PREFIX = "module."
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
-
-# What a foreign state dict looks like, by key prefix, so the error says what the user gave us.
-_FAMILIES = (
-    ("pulid_encoder.", "PuLID-FLUX weights (they belong in models/pulid)"),
-    ("visual.", "an EVA-CLIP model (it belongs in models/clip)"),
-    ("double_blocks.", "a FLUX diffusion model (it belongs in models/diffusion_models)"),
-    ("model.diffusion_model.", "a diffusion model checkpoint (it belongs in models/checkpoints)"),
-    ("cp.resnet.", f"facexlib's BiSeNet face parsing model ({BY_KEY['bisenet'].filename})"),
-    ("body.layer1.", f"facexlib's RetinaFace-ResNet50 detector ({BY_KEY['retinaface_resnet50'].filename})"),
-    ("body.stage1.", "facexlib's RetinaFace-MobileNet0.25 detector (PuLID uses the ResNet50 one)"),
-)
-
-
-def describe_keys(keys) -> str:
-    """A short guess of which model a set of state-dict keys belongs to."""
-    keys = list(keys)
-    for prefix, family in _FAMILIES:
-        if any(k.startswith(prefix) for k in keys):
-            return family
-    return f"some other model (first keys: {', '.join(sorted(keys)[:3]) or 'none'})"
-
 
 def _fix(entry: ModelFile) -> str:
     return f"{entry.download_hint()} (licence: {entry.licence})."
@@ -61,7 +41,7 @@ def read_state_dict(path: str, entry: ModelFile) -> dict[str, torch.Tensor]:
         header = read_header(path, entry.display_folder)
         header.pop("__metadata__", None)
         raise ModelFileError(
-            f"{name} is a .safetensors file holding {describe_keys(header)}, not {entry.purpose}. "
+            f"{name} is a .safetensors file holding {describe_model(header)}, not {entry.purpose}. "
             f"{_fix(entry)}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -84,19 +64,10 @@ def check_and_load(model: nn.Module, state: dict[str, torch.Tensor], path: str, 
     name = os.path.basename(path)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     required = {k for k in expected if not k.endswith(_OPTIONAL_SUFFIX)}
-    missing = sorted(required - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if len(missing) > len(required) // 2:
-        raise ModelFileError(f"{name} holds {describe_keys(state)}, not {entry.purpose}. {_fix(entry)}")
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    wrong = [f"{k}: {list(state[k].shape)} instead of {list(v)}" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != v]
-    if wrong:
-        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    if len(required - set(state)) > len(required) // 2:
+        raise ModelFileError(f"{name} holds {describe_model(state)}, not {entry.purpose}. {_fix(entry)}")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    problems = layout_problems(shapes, expected, optional=set(expected) - required)
     if problems:
         raise ModelFileError(f"{name} does not have the layout of {entry.purpose}: {'; '.join(problems)}. "
                              f"Use the official {entry.filename}, unmodified. {_fix(entry)}")

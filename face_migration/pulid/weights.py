@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import ModelFileError
+from ..model_layout import describe_model, layout_problems
 from ..safetensors_file import read_header
 from .model import PulidConfig, PulidFlux
 
@@ -64,24 +65,12 @@ def _count(pattern: str, keys) -> int:
     return len({m.group(1) for k in keys if (m := rx.fullmatch(k))})
 
 
-def _identify_foreign(keys: list[str]) -> str:
-    """A short description of what a non-PuLID file looks like, for the error message."""
-    if any("lora" in k.lower() for k in keys):
-        return "a LoRA"
-    if any("double_blocks." in k or k.startswith("model.diffusion_model.") for k in keys):
-        return "a FLUX diffusion model checkpoint (it belongs in models/diffusion_models)"
-    if any(k.startswith("visual.") for k in keys):
-        return "an EVA-CLIP vision model (it belongs in models/clip)"
-    sample = ", ".join(sorted(keys)[:3])
-    return f"some other model (first keys: {sample})"
-
-
 def config_from_shapes(shapes: dict[str, tuple[int, ...]], name: str) -> PulidConfig:
     """Read every size of the model from the tensor shapes of a file."""
     keys = list(shapes)
     if not any(k.startswith(ENCODER_PREFIX) for k in keys) or not any(k.startswith(CA_PREFIX) for k in keys):
         raise ModelFileError(
-            f"{name} is not a PuLID-FLUX weights file: it looks like {_identify_foreign(keys)}. "
+            f"{name} is not a PuLID-FLUX weights file: it looks like {describe_model(keys)}. "
             f"Expected pulid_flux_v0.9.1.safetensors (keys 'pulid_encoder.*' and 'pulid_ca.*').")
     e = ENCODER_PREFIX
     def dims(key: str, ndim: int) -> tuple[int, ...]:
@@ -119,18 +108,7 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], name: str) -> PulidCo
 
 def check_layout(shapes: dict[str, tuple[int, ...]], cfg: PulidConfig, name: str) -> None:
     """Raise ModelFileError unless shapes is exactly expected_layout(cfg)."""
-    expected = expected_layout(cfg)
-    problems = []
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    wrong = [f"{k}: {list(shapes[k])} instead of {list(v)}" for k, v in expected.items()
-             if k in shapes and tuple(shapes[k]) != v]
-    if wrong:
-        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    problems = layout_problems(shapes, expected_layout(cfg))
     if cfg.encoder_depth % max(cfg.num_vit_scales, 1) or cfg.encoder_dim % 64 or cfg.ca_inner_dim % 128:
         problems.append(f"inconsistent sizes {cfg}")
     if problems:

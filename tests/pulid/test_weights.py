@@ -90,12 +90,12 @@ def test_fingerprint_tells_weight_files_apart(state_dict):
 def test_missing_key(tmp_path, state_dict):
     tensors = {k: v for k, v in state_dict.items() if k != "pulid_ca.1.to_kv.weight"}
     message = load_error(tmp_path, tensors)
-    assert "1 missing keys" in message and "pulid_ca.1.to_kv.weight" in message
+    assert "1 missing tensors" in message and "pulid_ca.1.to_kv.weight" in message
 
 
 def test_unexpected_key(tmp_path, state_dict):
     message = load_error(tmp_path, {**state_dict, "pulid_encoder.extra.weight": torch.zeros(3)})
-    assert "1 unexpected keys" in message and "pulid_encoder.extra.weight" in message
+    assert "1 unexpected tensors" in message and "pulid_encoder.extra.weight" in message
 
 
 def test_wrong_shape(tmp_path, state_dict):
