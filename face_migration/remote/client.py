@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import email.utils
 import json
 import logging
@@ -25,9 +26,9 @@ import requests
 
 from .errors import (ApiKeyError, BadResponseError, InvalidParameterError, RateLimitError, RemoteCancelled,
                      RemoteConnectionError, RemoteError, RemoteTimeoutError, RequestRejectedError, ServerError)
-from .images import DEFAULT_MAX_UPLOAD_SIDE, decode_image, encode_upload
+from .images import DEFAULT_MAX_UPLOAD_SIDE, decode_image, encode_upload, stack_images
 from .keys import KEY_HELP, ApiKey
-from .params import ENDPOINTS, FaceMigrationParams, api_url
+from .params import ENDPOINTS, MAX_SEED, FaceMigrationParams, api_url
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,23 @@ class FaceMigrationClient:
         images = [self._image(item, index, started) for index, item in enumerate(items)]
         logger.info("face migration: %d image(s) in %.1f s", len(images), time.monotonic() - started)
         return images
+
+    def generate_batch(self, images, params: FaceMigrationParams,
+                       on_image: Callable[[int], None] | None = None) -> np.ndarray:
+        """One request per image of `images` (a sequence or an NxHxWxC array), `on_image(index)` before
+        each; every result in one uint8 NxHxWx3 batch. With a seed, image i is sent seed + i so a batch
+        of one face still gives different pictures."""
+        params.validated()
+        if len(images) == 0:
+            raise InvalidParameterError("image: the batch is empty; connect at least one face image")
+        results = []
+        for index, image in enumerate(images):
+            sent = params if params.seed is None else dataclasses.replace(
+                params, seed=(params.seed + index) % (MAX_SEED + 1))
+            if on_image:
+                on_image(index)
+            results.extend(self.generate(image, sent))
+        return stack_images(results)
 
     # ---- one call with retries ------------------------------------------------------------------------
 

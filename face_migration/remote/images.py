@@ -3,11 +3,14 @@ PNG upload out, and decoded results back as uint8 HxWx3."""
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 from PIL import Image
 
 from .errors import BadResponseError, InvalidParameterError
+
+logger = logging.getLogger(__name__)
 
 # The API makes images of at most 1024 px a side and reads the face from a crop of the photo; a bigger
 # upload only costs time and risks 413 (payload too large).
@@ -57,3 +60,17 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
         raise BadResponseError(f"{what} is not a readable image ({failure}, {len(data)} bytes). The server "
                                f"may have changed its response format.")
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def stack_images(images: list[np.ndarray]) -> np.ndarray:
+    """One NxHxWx3 uint8 batch; an image of another size than the first is resized to it (ComfyUI
+    batches need one size), with a warning."""
+    height, width = images[0].shape[:2]
+    same = []
+    for index, image in enumerate(images):
+        if image.shape[:2] != (height, width):
+            logger.warning("result %d is %dx%d, resized to %dx%d to fit one batch", index, image.shape[1],
+                           image.shape[0], width, height)
+            image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+        same.append(image)
+    return np.stack(same)

@@ -12,6 +12,7 @@ from .errors import InvalidParameterError
 
 API_PATH = "/v1/images/face-migration"
 ENDPOINTS = ("https://moark.ai", "https://ai.gitee.com")
+CUSTOM_ENDPOINT = "custom"  # the node's choice meaning "use custom_base_url"
 DEFAULT_MODEL = "flux-1-schnell"
 SIZES = ("1024x1024", "256x256", "512x512", "1024x768", "768x1024", "1024x576", "576x1024", "1024x683",
          "683x1024")
@@ -114,6 +115,40 @@ def api_url(base_url: str) -> str:
     if base.endswith("/v1"):
         base = base[:-3]
     return base + API_PATH
+
+
+def endpoint_url(choice: str, custom_base_url: str = "") -> str:
+    """The API URL for the node's endpoint choice: one of ENDPOINTS, or CUSTOM_ENDPOINT with a base URL."""
+    if choice == CUSTOM_ENDPOINT:
+        if not (custom_base_url or "").strip():
+            raise InvalidParameterError("custom_base_url: empty while endpoint is 'custom'; enter the base URL of "
+                                        "the compatible server (e.g. http://127.0.0.1:8000) or pick a listed endpoint")
+        return api_url(custom_base_url)
+    if choice not in ENDPOINTS:
+        raise InvalidParameterError(f"endpoint: '{choice}' is not one of {', '.join(ENDPOINTS)} or "
+                                    f"'{CUSTOM_ENDPOINT}'")
+    return api_url(choice)
+
+
+def widget_seed(value: int) -> int | None:
+    """The node's seed widget: NO_SEED (-1) means "do not send a seed"."""
+    return None if value is None or value == NO_SEED else int(value)
+
+
+def early_problems(prompt=None, num_inference_steps=None, id_timestep_start=None, endpoint=None,
+                   custom_base_url=None) -> list[str]:
+    """What ComfyUI can refuse before queueing. None means not known yet (a linked input) and is skipped;
+    the full check runs again before the request."""
+    values = {"prompt": "-" if prompt is None else prompt}
+    if num_inference_steps is not None and id_timestep_start is not None:
+        values.update(num_inference_steps=num_inference_steps, id_timestep_start=id_timestep_start)
+    found = FaceMigrationParams(**values).problems()
+    if endpoint is not None:
+        try:
+            endpoint_url(endpoint, custom_base_url or "")
+        except InvalidParameterError as exc:
+            found.append(str(exc))
+    return found
 
 
 def _is_local(host: str) -> bool:

@@ -367,3 +367,20 @@ def test_no_threads_are_left_waiting_after_a_successful_call(key, fake):
     make_client(key, fake).generate(face(), PARAMS)
     time.sleep(0.05)
     assert threading.active_count() <= before
+
+
+def test_a_batch_is_one_request_per_image_with_consecutive_seeds(key, fake):
+    fake.queue(Reply.image_b64(gradient_image(16, 8)), Reply.image_b64(gradient_image(32, 16)))
+    started = []
+    batch = make_client(key, fake).generate_batch(np.stack([face(), face()]), FaceMigrationParams(prompt="p", seed=7),
+                                                  on_image=started.append)
+    assert batch.shape == (2, 8, 16, 3) and batch.dtype == np.uint8  # the odd-sized result fits the batch
+    assert [dict(r.fields)["seed"] for r in fake.requests] == ["7", "8"] and started == [0, 1]
+
+
+def test_an_invalid_batch_sends_nothing(key, fake):
+    with pytest.raises(InvalidParameterError, match="the batch is empty"):
+        make_client(key, fake).generate_batch(np.zeros((0, 8, 8, 3), np.float32), PARAMS)
+    with pytest.raises(InvalidParameterError, match="prompt"):
+        make_client(key, fake).generate_batch([face()], FaceMigrationParams(prompt=""))
+    assert fake.requests == []

@@ -1,8 +1,9 @@
 """Inputs: documented ranges, the form fields they become, and the endpoint URL."""
 import pytest
 
-from face_migration.remote import (API_PATH, SIZES, FaceMigrationParams, InvalidParameterError, RANGES, api_url)
-from face_migration.remote.params import format_number
+from face_migration.remote import (API_PATH, CUSTOM_ENDPOINT, NO_SEED, RANGES, SIZES, FaceMigrationParams,
+                                   InvalidParameterError, api_url, endpoint_url)
+from face_migration.remote.params import early_problems, format_number, widget_seed
 
 
 def test_the_nine_documented_sizes_with_1024_square_first():
@@ -89,3 +90,23 @@ def test_endpoint_urls(base, url):
 def test_bad_endpoints_are_refused(base, problem):
     with pytest.raises(InvalidParameterError, match=problem):
         api_url(base)
+
+
+def test_endpoint_choice_or_custom_base_url():
+    assert endpoint_url("https://ai.gitee.com") == "https://ai.gitee.com" + API_PATH
+    assert endpoint_url(CUSTOM_ENDPOINT, "http://127.0.0.1:9/") == "http://127.0.0.1:9" + API_PATH
+    with pytest.raises(InvalidParameterError, match="custom_base_url: empty while endpoint is 'custom'"):
+        endpoint_url(CUSTOM_ENDPOINT, " ")
+    with pytest.raises(InvalidParameterError, match="endpoint: 'https://evil.example' is not one of"):
+        endpoint_url("https://evil.example")
+
+
+def test_seed_widget_minus_one_means_not_sent():
+    assert widget_seed(NO_SEED) is None and widget_seed(0) == 0 and widget_seed(77) == 77
+
+
+def test_early_problems_skip_linked_inputs_and_catch_the_rest():
+    assert early_problems(prompt=None, endpoint="https://moark.ai") == []
+    assert early_problems(prompt="x", num_inference_steps=4, id_timestep_start=4)[0].startswith("id_timestep_start")
+    found = early_problems(prompt="", endpoint=CUSTOM_ENDPOINT, custom_base_url="")
+    assert [p.split(":")[0] for p in found] == ["prompt", "custom_base_url"]

@@ -1,0 +1,105 @@
+"""Face Migration (MoArk API) in a real ComfyUI against the local fake API: schema, a batch run, cache,
+validation before queueing, cancel, and an API error without the key."""
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from tests.remote.fake_moark import FakeMoArk, Reply, gradient_image
+
+NODE = "FaceMigration_MoArkFaceMigration"
+INPUTS = ["image", "prompt", "size", "guidance_scale", "num_inference_steps", "id_weight", "id_timestep_start",
+          "seed", "model", "endpoint", "custom_base_url", "timeout"]
+FILE_KEY = "INTEGRATIONKEY0123456789ABCDEFGHIJKL"
+
+
+@pytest.fixture
+def fake(comfy):
+    # The server reads ComfyUI/user/moark_api_key.txt when no key variable is set in its environment.
+    (comfy.base / "user" / "moark_api_key.txt").write_text(FILE_KEY + "\n")
+    server = FakeMoArk().start()
+    yield server
+    server.stop()
+
+
+def expected_key() -> str:
+    return os.environ.get("MOARK_API_KEY", "").strip() or os.environ.get("GITEE_AI_API_KEY", "").strip() or FILE_KEY
+
+
+def graph(fake, batch=1, seed=5, prompt="portrait, oil painting"):
+    return {
+        "face": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": batch, "color": 0}},
+        "migrate": {"class_type": NODE, "inputs": {
+            "image": ["face", 0], "prompt": prompt, "size": "512x512", "guidance_scale": 3.5,
+            "num_inference_steps": 4, "id_weight": 1.0, "id_timestep_start": 0, "seed": seed,
+            "model": "flux-1-schnell", "endpoint": "custom", "custom_base_url": fake.base_url, "timeout": 30.0}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["migrate", 0]}},
+    }
+
+
+def test_schema_in_object_info(comfy):
+    info = comfy.object_info()[NODE]
+    assert info["display_name"] == "Face Migration (MoArk API)" and info["output"] == ["IMAGE"]
+    assert list(info["input"]["required"]) == INPUTS
+    required = info["input"]["required"]
+    assert required["size"][1]["options"][0] == "1024x1024" and len(required["size"][1]["options"]) == 9
+    assert required["seed"][1]["default"] == -1 and required["seed"][1]["control_after_generate"] is True
+    assert required["endpoint"][1]["options"] == ["https://moark.ai", "https://ai.gitee.com", "custom"]
+    assert (required["guidance_scale"][1]["min"], required["guidance_scale"][1]["max"]) == (1.0, 10.0)
+    assert FILE_KEY not in json.dumps(info)
+
+
+def test_a_batch_makes_one_request_per_image_and_is_cached(comfy, fake):
+    entry = comfy.run(graph(fake, batch=2, seed=11))
+    images = entry["outputs"]["preview"]["images"]
+    assert len(images) == 2
+    with Image.open(comfy.base / "temp" / images[0]["subfolder"] / images[0]["filename"]) as out:
+        assert out.size == gradient_image().shape[1::-1]
+    requests = fake.api_requests()
+    assert len(requests) == 2
+    assert all(r.headers["authorization"] == f"Bearer {expected_key()}" for r in requests)
+    assert [dict(r.fields)["seed"] for r in requests] == ["11", "12"]
+    assert dict(requests[0].fields)["guidance_scale"] == "3.5"
+
+    comfy.run(graph(fake, batch=2, seed=11))  # identical inputs: ComfyUI's cache, no new request
+    assert len(fake.api_requests()) == 2
+    comfy.run(graph(fake, batch=2, seed=12))  # a new seed: a new call
+    assert len(fake.api_requests()) == 4
+    assert expected_key() not in comfy.log_text()
+
+
+def test_an_empty_prompt_is_refused_before_queueing(comfy, fake):
+    with pytest.raises(AssertionError, match="prompt: empty"):
+        comfy.submit(graph(fake, prompt="  "))
+    assert fake.requests == []
+
+
+def test_an_api_error_reaches_the_ui_without_the_key(comfy, fake):
+    fake.queue(Reply.json({"message": f"token {expected_key()} is not valid"}, status=401))
+    error = comfy.run_error(graph(fake, seed=99))
+    assert "HTTP 401: token <API key> is not valid" in error["exception_message"]
+    assert "moark_api_key.txt" in error["exception_message"] or "MOARK_API_KEY" in error["exception_message"]
+    assert expected_key() not in json.dumps(error) and expected_key() not in comfy.log_text()
+
+
+def test_cancel_stops_the_wait_within_a_second(comfy, fake):
+    fake.queue(Reply(200, b"{}", {}, delay=20.0))
+    prompt_id = comfy.submit(graph(fake, seed=1234))
+    deadline = time.monotonic() + 60
+    while not fake.api_requests():
+        assert time.monotonic() < deadline, "the node never sent its request"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    interrupted = time.monotonic()
+    urllib.request.urlopen(urllib.request.Request(comfy.url + "/interrupt", data=b"{}", method="POST"), timeout=10)
+    while True:
+        entry = comfy._get(f"/history/{prompt_id}").get(prompt_id)
+        if entry:
+            break
+        assert time.monotonic() - interrupted < 5, "the prompt did not stop after /interrupt"
+        time.sleep(0.05)
+    assert time.monotonic() - interrupted < 1.5
+    assert comfy.messages(entry, "execution_interrupted"), entry["status"]
