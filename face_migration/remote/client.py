@@ -77,6 +77,7 @@ class FaceMigrationClient:
         self.rng = rng or random.Random()
         self.poll_interval = poll_interval
         self.progress_interval = progress_interval
+        self._last_report = 0.0
 
     def __repr__(self):
         return f"FaceMigrationClient({self.url!r}, key from {self.api_key.source})"
@@ -184,8 +185,6 @@ class FaceMigrationClient:
         if self.should_cancel():
             raise RemoteCancelled(f"Cancelled after {time.monotonic() - started:.1f} s (try {attempt}); the "
                                   f"server may still finish and bill this request.")
-
-    _last_report = 0.0
 
     def _report(self, started: float, attempt: int, force: bool = False) -> None:
         now = time.monotonic()

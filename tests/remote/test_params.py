@@ -86,6 +86,7 @@ def test_endpoint_urls(base, url):
     ("", "is not a URL"), ("moark.ai", "is not a URL"), ("ftp://moark.ai", "is not a URL"),
     ("http://moark.ai", "plain http"), ("http://8.8.8.8", "plain http"),
     ("https://moark.ai/?key=1", "query or fragment"),
+    ("https://user:hunter2@moark.ai", "user name or password"),
 ])
 def test_bad_endpoints_are_refused(base, problem):
     with pytest.raises(InvalidParameterError, match=problem):
