@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import BY_KEY
-from .facexlib_weights import check_and_load, read_state_dict
+from .facexlib_weights import load_network
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -208,9 +208,4 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> BiSeNetConfig:
 def load_bisenet(path: str, ops=nn) -> BiSeNet:
     """Build BiSeNet from facexlib's parsing_bisenet.pth, checking every key and shape.
     Returns the fp32 model on the CPU in eval mode. Raises ModelFileError naming the file and fix."""
-    entry = BY_KEY["bisenet"]
-    state = read_state_dict(path, entry)
-    cfg = config_from_shapes({k: tuple(v.shape) for k, v in state.items()})
-    with torch.device("meta"):
-        model = BiSeNet(cfg, ops)
-    return check_and_load(model, state, path, entry)
+    return load_network(path, BY_KEY["bisenet"], config_from_shapes, BiSeNet, ops)

@@ -16,7 +16,7 @@ import zipfile
 import torch
 from torch import nn
 
-from ..catalog import BY_KEY, ModelFile
+from ..catalog import ModelFile
 from ..errors import ModelFileError
 from ..model_layout import describe_model, layout_problems
 from ..safetensors_file import read_header
@@ -77,3 +77,13 @@ def check_and_load(model: nn.Module, state: dict[str, torch.Tensor], path: str, 
             full[k] = torch.zeros((), dtype=torch.long)
     model.load_state_dict(full, strict=True, assign=True)
     return model.float().eval().requires_grad_(False)
+
+
+def load_network(path: str, entry: ModelFile, config_from_shapes, build, ops=nn) -> nn.Module:
+    """Read a facexlib file, size the network from its shapes, build it on the meta device with `ops`
+    and load it strictly (see check_and_load)."""
+    state = read_state_dict(path, entry)
+    cfg = config_from_shapes({k: tuple(v.shape) for k, v in state.items()})
+    with torch.device("meta"):
+        model = build(cfg, ops)
+    return check_and_load(model, state, path, entry)

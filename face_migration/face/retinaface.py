@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import BY_KEY
-from .facexlib_weights import check_and_load, read_state_dict
+from .facexlib_weights import load_network
 from .selection import box_iou
 
 MEAN_BGR = (104.0, 117.0, 123.0)
@@ -310,9 +310,4 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> RetinaFaceConfig:
 def load_retinaface(path: str, ops=nn) -> RetinaFace:
     """Build RetinaFace from facexlib's detection_Resnet50_Final.pth, checking every key and shape.
     Returns the fp32 model on the CPU in eval mode. Raises ModelFileError naming the file and fix."""
-    entry = BY_KEY["retinaface_resnet50"]
-    state = read_state_dict(path, entry)
-    cfg = config_from_shapes({k: tuple(v.shape) for k, v in state.items()})
-    with torch.device("meta"):
-        model = RetinaFace(cfg, ops)
-    return check_and_load(model, state, path, entry)
+    return load_network(path, BY_KEY["retinaface_resnet50"], config_from_shapes, RetinaFace, ops)

@@ -74,40 +74,27 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) ->
 
 
 class PerceiverAttention(nn.Module):
-    """IDFormer attention: queries from the latents, keys/values from [context, latents]."""
+    """Queries from `latents`, keys/values from `context`, plus the latents themselves when
+    `attend_to_latents` (the IDFormer's layers; the FLUX cross-attention modules attend to the ID tokens only).
+    norm1 normalises the context, norm2 the latents, as in the weight files."""
 
-    def __init__(self, dim: int, heads: int, ops=nn):
+    def __init__(self, query_dim: int, context_dim: int, inner_dim: int, heads: int, attend_to_latents: bool,
+                 ops=nn):
         super().__init__()
         self.heads = heads
-        self.norm1 = ops.LayerNorm(dim)
-        self.norm2 = ops.LayerNorm(dim)
-        self.to_q = ops.Linear(dim, dim, bias=False)
-        self.to_kv = ops.Linear(dim, dim * 2, bias=False)
-        self.to_out = ops.Linear(dim, dim, bias=False)
+        self.attend_to_latents = attend_to_latents
+        self.norm1 = ops.LayerNorm(context_dim)
+        self.norm2 = ops.LayerNorm(query_dim)
+        self.to_q = ops.Linear(query_dim, inner_dim, bias=False)
+        self.to_kv = ops.Linear(context_dim, inner_dim * 2, bias=False)
+        self.to_out = ops.Linear(inner_dim, query_dim, bias=False)
 
     def forward(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         context = self.norm1(context)
         latents = self.norm2(latents)
-        k, v = self.to_kv(torch.cat([context, latents], dim=1)).chunk(2, dim=-1)
+        kv_input = torch.cat([context, latents], dim=1) if self.attend_to_latents else context
+        k, v = self.to_kv(kv_input).chunk(2, dim=-1)
         return self.to_out(_attention(self.to_q(latents), k, v, self.heads))
-
-
-class PerceiverAttentionCA(nn.Module):
-    """Cross-attention from FLUX image tokens (queries) to the ID tokens (keys/values)."""
-
-    def __init__(self, flux_hidden: int, token_dim: int, inner_dim: int, heads: int, ops=nn):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = ops.LayerNorm(token_dim)
-        self.norm2 = ops.LayerNorm(flux_hidden)
-        self.to_q = ops.Linear(flux_hidden, inner_dim, bias=False)
-        self.to_kv = ops.Linear(token_dim, inner_dim * 2, bias=False)
-        self.to_out = ops.Linear(inner_dim, flux_hidden, bias=False)
-
-    def forward(self, id_tokens: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
-        k, v = self.to_kv(self.norm1(id_tokens)).chunk(2, dim=-1)
-        q = self.to_q(self.norm2(img))
-        return self.to_out(_attention(q, k, v, self.heads))
 
 
 class IDFormer(nn.Module):
@@ -121,7 +108,7 @@ class IDFormer(nn.Module):
         self.proj_out = nn.Parameter(torch.zeros(d, cfg.token_dim))
         self.layers = nn.ModuleList(
             nn.ModuleList([
-                PerceiverAttention(d, cfg.encoder_heads, ops),
+                PerceiverAttention(d, d, d, cfg.encoder_heads, attend_to_latents=True, ops=ops),
                 nn.Sequential(ops.LayerNorm(d), ops.Linear(d, d * cfg.ff_mult, bias=False), nn.GELU(),
                               ops.Linear(d * cfg.ff_mult, d, bias=False)),
             ])
@@ -154,7 +141,8 @@ class PulidFlux(nn.Module):
         self.cfg = cfg
         self.pulid_encoder = IDFormer(cfg, ops)
         self.pulid_ca = nn.ModuleList(
-            PerceiverAttentionCA(cfg.flux_hidden, cfg.token_dim, cfg.ca_inner_dim, cfg.ca_heads, ops)
+            PerceiverAttention(cfg.flux_hidden, cfg.token_dim, cfg.ca_inner_dim, cfg.ca_heads,
+                               attend_to_latents=False, ops=ops)
             for _ in range(cfg.num_ca)
         )
 
