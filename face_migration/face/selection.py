@@ -57,12 +57,3 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = w * h
     union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def match_face(box: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3) -> int | None:
-    """Row of boxes that is the same face as box (highest IoU, at least min_iou), or None."""
-    if len(boxes) == 0:
-        return None
-    iou = box_iou(box, boxes)
-    best = int(np.argmax(iou))
-    return best if iou[best] >= min_iou else None

@@ -45,12 +45,3 @@ def test_no_face():
 def test_unknown_order():
     with pytest.raises(FaceMigrationError, match="largest-first, left-right"):
         selection.face_order(BOXES, "biggest")
-
-
-def test_match_face_across_detectors():
-    other = np.array([[15, 12, 58, 72], [205, 290, 385, 505], [900, 900, 950, 950]], np.float32)
-    assert selection.match_face(BOXES[2], other) == 1
-    assert selection.match_face(BOXES[1], other) == 0
-    assert selection.match_face(BOXES[0], other) is None
-    assert selection.match_face(BOXES[0], np.zeros((0, 4))) is None
-    np.testing.assert_allclose(selection.box_iou(BOXES[1], BOXES[1:2]), [1.0])
