@@ -1,7 +1,8 @@
 """Face pipeline: from reference photos to the embeddings PuLID needs (pulid-spec section 5).
 
-onnx_runtime (sessions, execution providers), detection (SCRFD), recognition (ArcFace, cosine
-similarity), align (5-point templates, similarity transforms, aligned crops), resample (OpenCV-exact
-resizes and affine warp in numpy), selection (which face), eva_clip and facexlib_nets (torch networks).
+pipeline (the whole path, previews, face similarity) over: onnx_runtime (sessions, execution providers),
+detection (SCRFD), recognition (ArcFace), align (templates, similarity transforms, crops), resample
+(OpenCV-exact resizes and warp in numpy), selection (which face), retinaface and bisenet (facexlib's
+networks, read by facexlib_weights), eva_clip (EVA02-CLIP vision tower) and convert_eva (its command).
 Modules are imported directly; nothing heavy is imported here.
 """
