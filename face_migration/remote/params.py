@@ -105,8 +105,8 @@ def api_url(base_url: str) -> str:
             f"endpoint: '{base_url}' is not a URL; use https://moark.ai, https://ai.gitee.com or the "
             f"https:// base URL of a compatible server")
     if parts.username or parts.password:
-        raise InvalidParameterError(f"endpoint: the URL holds a user name or password; give only "
-                                    f"scheme://host[:port][/path] (the API key is the only credential sent)")
+        raise InvalidParameterError("endpoint: the URL holds a user name or password; give only "
+                                    "scheme://host[:port][/path] (the API key is the only credential sent)")
     if parts.query or parts.fragment:
         raise InvalidParameterError(f"endpoint: '{base_url}' has a query or fragment; give only the base URL")
     if parts.scheme == "http" and not _is_local(parts.hostname):
