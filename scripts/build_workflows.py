@@ -43,6 +43,9 @@ CORE_MODELS = {
                        "vae", "Apache-2.0"),
 }
 
+# Loaders that read catalogue files by their fixed names (no widget names them).
+FIXED_FILES = {"FaceMigration_FaceAnalysisLoader": ("scrfd", "glintr100")}
+
 # Link colours of ComfyUI's default palette, for the thumbnails.
 TYPE_COLOURS = {"MODEL": "#B39DDB", "CLIP": "#FFD500", "VAE": "#FF6E6E", "CONDITIONING": "#FFA931",
                 "LATENT": "#FF9CF9", "IMAGE": "#64B5F6", "MASK": "#81C784", "PULID_ID": "#4DD0E1",
@@ -151,8 +154,9 @@ class Graph:
                             "color": colour, "font_size": 24, "flags": {}})
 
     def models_of(self, node: Node) -> list[dict]:
-        """`models` entries for the files a loader node's widgets name."""
-        entries = []
+        """`models` entries for the files a loader node's widgets name or it reads by a fixed name."""
+        entries = [{"name": models_entry_name(BY_KEY[key]), "url": BY_KEY[key].url,
+                    "directory": models_directory(BY_KEY[key].folder)} for key in FIXED_FILES.get(node.type, ())]
         for slot, value in zip(widget_slots(node.schema), node.widgets_values):
             if slot.role != "value" or not isinstance(value, str):
                 continue
@@ -330,6 +334,7 @@ def workflow(name: str, title: str, subtitle: str):
 
 PHOTO = "face_reference.png"
 LOCAL_FILES = ["pulid_flux", "scrfd", "glintr100", "eva02_clip_l_336", "bisenet", "retinaface_resnet50"]
+REMOTE_SEED = 42
 FLUX_FILES = ["clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"]
 PROMPT = ("portrait photo of the person as an astronaut in a white space suit on the moon, earth in the sky, "
           "soft rim light, 85mm lens, highly detailed")
@@ -339,25 +344,25 @@ def face_models(g: Graph, x: int, y: int) -> dict:
     """The PuLID model and the face pipeline's loaders, stacked in one column."""
     return {
         "pulid": g.add("FaceMigration_PulidModelLoader", (x, y), pulid_file=BY_KEY["pulid_flux"].filename),
-        "analysis": g.add("FaceMigration_FaceAnalysisLoader", (x, y + 110)),
-        "eva": g.add("FaceMigration_EvaClipLoader", (x, y + 250),
-                     eva_file=BY_KEY["eva02_clip_l_336"].filename),
-        "facexlib": g.add("FaceMigration_FacexlibLoader", (x, y + 360)),
+        "analysis": g.add("FaceMigration_FaceAnalysisLoader", (x, y + 110), provider="auto"),
+        "eva": g.add("FaceMigration_EvaClipLoader", (x, y + 220), eva_file=BY_KEY["eva02_clip_l_336"].filename),
+        "parsing": g.add("FaceMigration_FaceParsingLoader", (x, y + 330), parsing_file=BY_KEY["bisenet"].filename,
+                         landmark_file=BY_KEY["retinaface_resnet50"].filename),
     }
 
 
-def encode_face(g: Graph, models: dict, photo: Node, x: int, y: int, title=None, preview=True) -> Node:
+def encode_face(g: Graph, models: dict, photo: Node, x: int, y: int, title=None) -> Node:
+    """Encode Face with its preview (the aligned crop EVA-CLIP sees) and its info text shown beside it."""
     encode = g.add("FaceMigration_EncodeFace", (x, y), title=title)
     g.link(photo.out(0), encode, "image")
     g.link(models["analysis"].out(0), encode, "face_analysis")
     g.link(models["eva"].out(0), encode, "eva_clip")
-    g.link(models["facexlib"].out(0), encode, "facexlib")
+    g.link(models["parsing"].out(0), encode, "face_parsing")
     g.link(models["pulid"].out(0), encode, "pulid_model")
-    if preview:
-        shown = g.add("PreviewImage", (x + 380, y), title="What the encoder saw", size=(300, 300))
-        g.link(encode.out(1), shown, "images")
-        info = g.add("PreviewAny", (x + 380, y + 340), title="Faces found", size=(300, 120))
-        g.link(encode.out(2), info, "source")
+    shown = g.add("PreviewImage", (x + 380, y), title="What the encoder saw", size=(300, 300))
+    g.link(encode.out("preview"), shown, "images")
+    info = g.add("PreviewAny", (x + 380, y + 340), title="Faces found", size=(300, 120))
+    g.link(encode.out("info"), info, "source")
     return encode
 
 
@@ -366,8 +371,8 @@ def face_similarity(g: Graph, models: dict, reference: Node, generated, x: int, 
     g.link(models["analysis"].out(0), score, "face_analysis")
     g.link(reference.out(0), score, "reference")
     g.link(generated, score, "images")
-    shown = g.add("PreviewAny", (x, y + 150), title=(title or "Face similarity") + " (text)", size=(320, 120))
-    g.link(score.out(1), shown, "source")
+    shown = g.add("PreviewAny", (x, y + 150), title=(title or "Face similarity") + ": report", size=(320, 120))
+    g.link(score.out("report"), shown, "source")
     return score
 
 
@@ -389,6 +394,8 @@ def local_models_note(g: Graph, unet: str, pos, extra="") -> Node:
         "", "**FLUX**", model_note_lines([unet] + FLUX_FILES),
         "", "**PuLID and the face pipeline**", model_note_lines(LOCAL_FILES),
         "", "antelopev2 (scrfd_10g_bnkps.onnx, glintr100.onnx) is licensed for **non-commercial** research use only.",
+        "detection_Resnet50_Final.pth is optional: choose *none (fast: SCRFD landmarks)* in Load Face Parsing "
+        "to align from the detector's landmarks instead (faster, slightly different crop).",
         extra])
     return g.note(text, pos, size=(520, 640), title="Model files")
 
@@ -495,11 +502,12 @@ REMOTE_NOTE = """
     or in an image's metadata. Each run is a paid request; a new seed makes a new one."""
 
 
-def remote_node(g: Graph, photo: Node, x: int, y: int, prompt=None, **widgets) -> Node:
-    node = g.add("FaceMigration_MoArkFaceMigration", (x, y), **widgets)
+def remote_node(g: Graph, photo: Node, x: int, y: int, prompt_from=None) -> Node:
+    """The API node with the hosted API's defaults, a fixed seed and the shared prompt (typed or linked)."""
+    node = g.add("FaceMigration_MoArkFaceMigration", (x, y), size=(360, 520), prompt=PROMPT, seed=REMOTE_SEED)
     g.link(photo.out(0), node, "image")
-    if prompt is not None:
-        g.link(prompt, node, "prompt")
+    if prompt_from is not None:
+        g.link(prompt_from, node, "prompt")
     return node
 
 
@@ -508,7 +516,7 @@ def remote_node(g: Graph, photo: Node, x: int, y: int, prompt=None, **widgets) -
 def build_remote(g: Graph) -> dict:
     g.note(REMOTE_NOTE, (0, 0), size=(460, 330), title="Set up the API key")
     photo = g.add("LoadImage", (520, 0), title="Reference photo", size=(340, 420), image=PHOTO)
-    remote = remote_node(g, photo, 900, 0, prompt=None)
+    remote = remote_node(g, photo, 900, 0)
     save = g.add("SaveImage", (1320, 0), size=(420, 480), filename_prefix="face_migration/remote")
     g.link(remote.out(0), save, "images")
     return g.to_json()
@@ -534,9 +542,9 @@ def build_side_by_side(g: Graph) -> dict:
     negative = g.add("ConditioningZeroOut", (1720, 340), size=(320, 60))
     g.link(encode.out(0), negative, "conditioning")
     apply = apply_pulid(g, unet.out(0), models, identity, 1720, 470, weight=1.0, timing="steps", start_step=0)
-    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, 1024, 1024, 4, 42,
+    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, 1024, 1024, 4, REMOTE_SEED,
                                       "face_migration/local")
-    remote = remote_node(g, photo, 2100, 700, prompt=text.out(0), seed=42)
+    remote = remote_node(g, photo, 2100, 700, prompt_from=text.out(0))
     side_by_side = g.add("ImageStitch", (2880, 0), title="Local | Remote", direction="right",
                          match_image_size=True, spacing_width=16, spacing_color="white")
     g.link(decode.out(0), side_by_side, "image1")

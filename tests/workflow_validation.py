@@ -244,10 +244,14 @@ def _check_widgets(node: dict, schema: dict, workflow: dict, problems: Problems)
 
 
 def model_file_folder(node_type: str, spec: InputSpec) -> str | None:
-    """The folder a model-file combo lists ('' = a pack combo, folder from the catalogue); None if not one."""
+    """The folder a model-file combo lists ('' = a pack combo, folder from the catalogue); None if not one.
+    A pack combo is a file list when the snapshot (made with empty model folders) lists nothing or a
+    catalogue file name (the pack's loaders always offer the catalogue's file)."""
     if (node_type, spec.name) in CORE_MODEL_COMBOS:
         return CORE_MODEL_COMBOS[(node_type, spec.name)]
-    if spec.type == "COMBO" and not spec.options and not spec.upload_kind:
+    if spec.type != "COMBO" or spec.upload_kind:
+        return None
+    if not spec.options or set(spec.options) & set(catalogue_names()):
         return ""
     return None
 
@@ -274,8 +278,9 @@ def _widget_problem(node_type: str, slot: WidgetSlot, value, workflow: dict) -> 
     if spec.upload_kind:
         return None if isinstance(value, str) and value else "empty file name"
     folder = model_file_folder(node_type, spec)
-    if folder is not None:
+    if folder is not None and (folder or value in catalogue_names() or value not in spec.options):
         return _model_file_problem(value, folder, workflow)
+    # a plain choice (also a non-file entry of a file list, such as "none")
     return None if value in spec.options else f"{value!r} is not one of {list(spec.options)}"
 
 

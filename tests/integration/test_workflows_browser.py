@@ -75,6 +75,7 @@ def close_dialogs(page) -> None:
 def test_workflow_loads_in_the_frontend(page, comfy, path):
     text = path.read_text()
     workflow = json.loads(text)
+    close_dialogs(page)  # the template browser may open late on the first visit
     page.console_errors.clear()  # the frontend's own start-up errors are not this workflow's
     page.evaluate(DROP_FILE, [path.name, text])
     page.wait_for_function(f"() => app.graph.nodes.length === {len(workflow['nodes'])}", timeout=30_000)

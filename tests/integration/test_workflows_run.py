@@ -1,0 +1,242 @@
+"""The shipped workflows in a real ComfyUI: the pack's schema snapshot is current, and each workflow,
+converted to API format as the frontend would queue it, runs headless with tiny random models.
+
+Substitutions (the real files are gigabytes): the FLUX UNet -> the session's tiny FLUX, ae.safetensors ->
+a random VAE with FLUX's VAE layout, the PuLID, EVA-CLIP, BiSeNet and antelopev2 files -> tiny random
+ones with the real layouts (the ONNX detector "sees" a red square painted on the photo), CLIP/T5 text
+encoding -> seeded random conditioning (the test helper node), the image size -> 128 px, the step count
+-> 2, the landmark file -> the fast SCRFD-landmark alignment (a random RetinaFace finds no face), and the
+API endpoint -> the local fake API. Everything else (node types, links, widget values) is the workflow's."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from skimage import data
+
+from face_migration.face.bisenet import BiSeNet, BiSeNetConfig
+from face_migration.face.eva_clip import EvaVisionConfig, EvaVisionTower
+from face_migration.pulid.model import PulidConfig
+from tests.face import onnx_graphs
+from tests.remote.fake_moark import FakeMoArk, Reply
+from tests.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid
+from tests.workflow_validation import PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, to_api
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_VAE = "tiny_flux_ae.safetensors"
+SIZE, STEPS = 128, 2
+TINY_EVA = EvaVisionConfig(width=64, layers=21, mlp_hidden=96, patch_size=14, image_size=56, embed_dim=768)
+TINY_BISENET = BiSeNetConfig(width=8, context=16, fuse=32, head=16, aux_head=8)
+# PuLID sized for the tiny EVA (hidden states of width 64) and for the session's compat tiny FLUX.
+TINY_PULID = PulidConfig(**{**TINY_CFG_FOR_COMPAT_FLUX.__dict__, "vit_dim": TINY_EVA.width})
+KEYPOINTS = (-0.4, -0.3, 0.4, -0.3, 0.0, 0.1, -0.3, 0.5, 0.3, 0.5)  # face-like, in SCRFD stride units
+FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
+PHOTOS = {"face_reference.png": (200, 200), "person_left.png": (120, 220), "person_right.png": (300, 180)}
+MODEL_EXTENSIONS = (".safetensors", ".pt", ".pth", ".onnx", ".sft", ".bin", ".ckpt")
+
+# The FLUX VAE (AutoencodingEngine, 16 latent channels) as ComfyUI's VAE loader detects it, random weights.
+MAKE_TINY_VAE = r"""
+import sys, torch
+from comfy.cli_args import args
+args.cpu = True
+from comfy.ldm.models.autoencoder import AutoencodingEngine
+from safetensors.torch import save_file
+config = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+part = lambda kind: {"target": f"comfy.ldm.modules.diffusionmodules.model.{kind}", "params": config}
+model = AutoencodingEngine(regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+                           encoder_config=part("Encoder"), decoder_config=part("Decoder"))
+gen = torch.Generator().manual_seed(0)
+state = {}
+for name, tensor in model.state_dict().items():
+    if name.endswith("bias"):
+        value = torch.zeros(tensor.shape)
+    elif tensor.dim() == 1:  # normalisation scales
+        value = torch.ones(tensor.shape)
+    else:
+        value = torch.randn(tensor.shape, generator=gen) * 0.02
+    state[name] = value.to(torch.float16)
+save_file(state, sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    return load_schemas()
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(comfy):
+    target = comfy.base / "models" / "vae" / TINY_VAE
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        python = os.environ.get("COMFYUI_PYTHON", sys.executable)  # as conftest starts the server
+        done = subprocess.run([python, "-c", MAKE_TINY_VAE, str(target)], cwd=os.environ["COMFYUI_PATH"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"tiny VAE generation failed:\n{done.stderr[-3000:]}"
+    return TINY_VAE
+
+
+def test_pack_snapshot_matches_the_live_server(comfy):
+    """tests/fixtures/object_info.pack.json is what this pack registers now (refresh it with
+    scripts/dump_pack_object_info.py). Model-file lists also show the files on disk, so the tiny files
+    this test session added are left out of the comparison."""
+    snapshot = json.loads(PACK_SCHEMAS.read_text())
+    live = {k: {f: v for f, v in entry.items() if f != "python_module"}
+            for k, entry in comfy.object_info().items() if k.startswith("FaceMigration_")}
+    assert sorted(live) == sorted(snapshot), "node list changed: re-run scripts/dump_pack_object_info.py"
+    for node_id, entry in live.items():
+        for spec in input_specs(snapshot[node_id]):
+            if model_file_folder(node_id, spec) is not None:  # drop the test's own model files
+                live_spec = entry["input"]["required" if spec.required else "optional"][spec.name][1]
+                live_spec["options"] = [o for o in live_spec["options"]
+                                        if o in spec.options or not o.endswith(MODEL_EXTENSIONS)]
+        assert entry == snapshot[node_id], (f"{node_id} differs from tests/fixtures/object_info.pack.json: "
+                                            f"re-run scripts/dump_pack_object_info.py --comfyui PATH")
+
+
+def random_state(module: torch.nn.Module, seed: int) -> dict:
+    """Small random weights; 1-D weights (normalisation scales) near 1, so activations stay finite."""
+    gen = torch.Generator().manual_seed(seed)
+    return {name: (1 + 0.1 * torch.randn(t.shape, generator=gen)) if name.endswith("weight") and t.ndim == 1
+            else 0.05 * torch.randn(t.shape, generator=gen) for name, t in module.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_files(comfy, tiny_vae) -> dict:
+    """Tiny model files and photos in the server's folders; returns the loader values to use."""
+    models = comfy.base / "models"
+    write_tiny_pulid(models / "pulid" / "tiny_pulid_eva64.safetensors", TINY_PULID, seed=0)
+    antelope = models / "insightface" / "models" / "antelopev2"  # found by name, as the real files are
+    antelope.mkdir(parents=True, exist_ok=True)
+    detector = onnx_graphs.scrfd_model(score_gain={32: 100.0}, score_bias={32: -95.0}, kps=KEYPOINTS)
+    onnx_graphs.save(detector, antelope / "scrfd_10g_bnkps.onnx")
+    onnx_graphs.save(onnx_graphs.arcface_model(), antelope / "glintr100.onnx")
+    (models / "clip").mkdir(exist_ok=True)
+    eva = random_state(EvaVisionTower(TINY_EVA), 1)
+    save_file({f"visual.{k}": v.contiguous() for k, v in eva.items()}, str(models / "clip" / "tiny_eva.safetensors"))
+    (models / "facexlib").mkdir(exist_ok=True)
+    torch.save(random_state(BiSeNet(TINY_BISENET), 2), models / "facexlib" / "tiny_parsing_bisenet.pth")
+    for name, (x, y) in PHOTOS.items():
+        photo = data.astronaut().copy()
+        photo[y:y + 90, x:x + 90] = (255, 0, 0)  # what the tiny detector takes for a face
+        Image.fromarray(photo).save(comfy.base / "input" / name)
+    return {"unet_name": comfy.object_info()["UNETLoader"]["input"]["required"]["unet_name"][0][0],
+            "vae_name": tiny_vae, "pulid_file": "tiny_pulid_eva64.safetensors", "eva_file": "tiny_eva.safetensors",
+            "parsing_file": "tiny_parsing_bisenet.pth", "landmark_file": FAST_ALIGNMENT}
+
+
+@pytest.fixture
+def fake_api(comfy):
+    (comfy.base / "user" / "moark_api_key.txt").write_text("WORKFLOWTESTKEY0123456789\n")
+    server = FakeMoArk().start()
+    yield server
+    server.stop()
+
+
+def substitute(prompt: dict, schemas: dict, files: dict, api_url: str | None = None) -> dict:
+    """The API prompt with tiny models and a small, short sampling (see the module docstring)."""
+    prompt = json.loads(json.dumps(prompt))
+    for node_id, node in list(prompt.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        for name in set(inputs) & set(files):
+            inputs[name] = files[name]
+        if kind == "DualCLIPLoader":
+            del prompt[node_id]
+        elif kind == "CLIPTextEncode":
+            prompt[node_id] = {"class_type": "FaceMigrationTest_RandomConditioning", "inputs": {
+                "seed": int(node_id), "tokens": 32, "context_dim": 4096, "pooled_dim": 768, "guidance": 3.5}}
+        elif kind == "EmptySD3LatentImage":
+            inputs.update(width=SIZE, height=SIZE)
+        elif kind == "KSampler":
+            inputs["steps"] = STEPS
+        elif kind == "SolidMask":  # two-people masks are drawn for the workflow's image size
+            inputs.update(width=max(1, inputs["width"] * SIZE // 1024), height=max(1, inputs["height"] * SIZE // 1024))
+        elif kind == "MaskComposite":
+            inputs.update(x=inputs["x"] * SIZE // 1024, y=inputs["y"] * SIZE // 1024)
+        elif kind == "FaceMigration_MoArkFaceMigration":
+            assert api_url, "a workflow with the API node needs the fake API"
+            inputs.update(endpoint="custom", custom_base_url=api_url, timeout=30.0)
+    for node in prompt.values():
+        if node["class_type"] not in schemas and not node["class_type"].startswith("FaceMigrationTest_"):
+            raise AssertionError(f"unknown node {node['class_type']}")
+    return prompt
+
+
+def run_workflow(comfy, schemas, files, name, api_url=None) -> tuple[dict, dict]:
+    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    prompt = substitute(to_api(workflow, schemas), schemas, files, api_url)
+    return prompt, comfy.run(prompt)
+
+
+def outputs_of(prompt: dict, entry: dict, kind: str) -> list[dict]:
+    return [out for node_id, out in entry["outputs"].items() if prompt[node_id]["class_type"] == kind]
+
+
+def saved_images(comfy, prompt, entry) -> list[Path]:
+    saved = outputs_of(prompt, entry, "SaveImage")
+    assert saved and all(out["images"] for out in saved), entry["outputs"]
+    return [comfy.base / "output" / i["subfolder"] / i["filename"] for out in saved for i in out["images"]]
+
+
+def similarity_reports(prompt, entry) -> list[str]:
+    """The Face Similarity reports, as the PreviewAny nodes beside them show them."""
+    texts = [" ".join(out["text"]) for out in outputs_of(prompt, entry, "PreviewAny")]
+    return [t for t in texts if t.startswith("image 0: ")]
+
+
+@pytest.mark.parametrize("name", ["flux1_schnell_pulid_4steps", "flux1_dev_pulid", "flux1_dev_pulid_two_people"])
+def test_local_workflow_runs_with_tiny_models(comfy, schemas, tiny_files, name):
+    prompt, entry = run_workflow(comfy, schemas, tiny_files, name)
+    for path in saved_images(comfy, prompt, entry):
+        with Image.open(path) as image:
+            assert image.size == (SIZE, SIZE)
+            assert np.asarray(image).std() > 0, "a flat image: the VAE or sampler produced nothing"
+    previews = outputs_of(prompt, entry, "PreviewImage")
+    assert previews and all(out["images"] for out in previews), "Encode Face's preview is not shown"
+    encoders = sum(1 for n in prompt.values() if n["class_type"] == "FaceMigration_EncodeFace")
+    assert len(similarity_reports(prompt, entry)) == (2 if encoders == 2 else 1), entry["outputs"]
+
+
+def test_remote_workflow_runs_against_the_fake_api(comfy, schemas, tiny_files, fake_api):
+    prompt, entry = run_workflow(comfy, schemas, tiny_files, "remote_api_face_migration", fake_api.base_url)
+    assert len(saved_images(comfy, prompt, entry)) == 1
+    (request,) = fake_api.api_requests()
+    fields = dict(request.fields)
+    workflow_node = next(n for n in prompt.values() if n["class_type"] == "FaceMigration_MoArkFaceMigration")
+    assert fields["prompt"] == workflow_node["inputs"]["prompt"] and fields["num_inference_steps"] == "4"
+
+
+def test_local_vs_remote_runs_and_scores_both(comfy, schemas, tiny_files, fake_api):
+    # The fake API answers with the reference photo itself, so the remote side has a face to score.
+    with Image.open(comfy.base / "input" / "face_reference.png") as photo:
+        fake_api.queue(Reply.image_b64(np.asarray(photo.convert("RGB"))))
+    prompt, entry = run_workflow(comfy, schemas, tiny_files, "local_vs_remote", fake_api.base_url)
+    assert len(saved_images(comfy, prompt, entry)) == 2  # the local image, and local | remote side by side
+    reports = similarity_reports(prompt, entry)
+    assert len(reports) == 2 and any(r.startswith("image 0: similarity 1.000") for r in reports), reports
+    (request,) = fake_api.api_requests()
+    text = next(n for n in prompt.values() if n["class_type"] == "PrimitiveString")["inputs"]["value"]
+    assert dict(request.fields)["prompt"] == text
+
+
+def test_input_specs_cover_every_substituted_input(schemas):
+    """The substitutions only touch inputs these nodes really have (guards against renames)."""
+    names = {kind: {s.name for s in input_specs(schemas[kind])} for kind in
+             ("UNETLoader", "VAELoader", "FaceMigration_PulidModelLoader", "EmptySD3LatentImage", "KSampler",
+              "SolidMask", "MaskComposite", "FaceMigration_EvaClipLoader", "FaceMigration_FaceParsingLoader",
+              "FaceMigration_MoArkFaceMigration")}
+    assert {"unet_name"} <= names["UNETLoader"] and {"vae_name"} <= names["VAELoader"]
+    assert {"pulid_file"} <= names["FaceMigration_PulidModelLoader"] and {"eva_file"} <= names["FaceMigration_EvaClipLoader"]
+    assert {"parsing_file", "landmark_file"} <= names["FaceMigration_FaceParsingLoader"]
+    assert {"endpoint", "custom_base_url", "timeout"} <= names["FaceMigration_MoArkFaceMigration"]
+    assert {"width", "height"} <= names["EmptySD3LatentImage"] and {"steps"} <= names["KSampler"]
+    assert {"width", "height"} <= names["SolidMask"] and {"x", "y"} <= names["MaskComposite"]

@@ -1,0 +1,305 @@
+"""The shipped workflows (workflows/*.json) against the core + pack node schemas, and the validator itself.
+
+Needs ../shared/comfyui/object_info.core.json beside the repository: without it these tests FAIL (CI
+always has it), they never skip."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from face_migration.catalog import BY_KEY, MODEL_FILES
+from tests.workflow_validation import (CONTROL_VALUES, PACK_SCHEMAS, assert_valid, catalogue_names, input_specs,
+                                 load_schemas, note_text, output_node_ids, to_api, validate, widget_slots)
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {"flux1_dev_pulid", "flux1_schnell_pulid_4steps", "remote_api_face_migration",
+            "flux1_dev_pulid_two_people", "local_vs_remote"}
+WORKFLOWS = [REPO / "workflows" / f"{name}.json" for name in sorted(EXPECTED)]
+PACK_PREFIX = "FaceMigration_"
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    return load_schemas()
+
+
+def load(name):
+    return json.loads((REPO / "workflows" / f"{name}.json").read_text())
+
+
+def nodes_of(workflow, kind):
+    return [n for n in workflow["nodes"] if n["type"] == kind]
+
+
+def widgets(node, schemas):
+    """{input name: value} of a node's widgets (control values as '<name>:control')."""
+    result = {}
+    for slot, value in zip(widget_slots(schemas[node["type"]]), node["widgets_values"]):
+        result[slot.spec.name + ("" if slot.role == "value" else ":" + slot.role)] = value
+    return result
+
+
+def test_exactly_the_five_workflows_are_shipped():
+    assert {p.stem for p in (REPO / "workflows").glob("*.json")} == EXPECTED
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_is_valid_and_converts_to_api(path, schemas):
+    workflow = json.loads(path.read_text())
+    assert_valid(workflow, schemas, path.name)
+    prompt = to_api(workflow, schemas)
+    assert output_node_ids(prompt, schemas), "nothing to run: no output node"
+    assert all(n["class_type"] in schemas for n in prompt.values())
+    uses = {n["type"] for n in workflow["nodes"]}
+    assert all(t in schemas or t in ("Note", "MarkdownNote") for t in uses), "only core and this pack's nodes"
+    assert any(t.startswith(PACK_PREFIX) for t in uses)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_thumbnail_beside_workflow(path):
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file(), f"{thumb.name} missing: run scripts/build_workflows.py"
+    with Image.open(thumb) as image:
+        assert image.format == "JPEG" and image.width >= 256 and image.height >= 160
+    assert thumb.stat().st_size < 200_000
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_models_list_matches_the_loaders(path, schemas):
+    """Every file a loader names is in `models` (checked by the validator) and nothing else is."""
+    workflow = json.loads(path.read_text())
+    used = {v for n in workflow["nodes"] for v in n.get("widgets_values") or [] if isinstance(v, str)}
+    known = catalogue_names()
+    for entry in workflow["models"]:
+        assert entry["name"] in used or entry["name"].split("/")[-1] in used or entry["name"] in known, entry
+    notes = note_text(workflow)
+    for entry in workflow["models"]:
+        assert entry["url"] in notes, f"the Note does not link {entry['name']}'s download"
+
+
+def test_local_workflows_name_every_required_catalogue_file(schemas):
+    for name in EXPECTED - {"remote_api_face_migration"}:
+        notes = note_text(load(name))
+        for model in MODEL_FILES:
+            if not model.optional:
+                assert model.filename in notes and model.display_folder in notes, (name, model.filename)
+        assert "non-commercial" in notes.lower(), f"{name}: antelopev2's licence is not mentioned"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"remote_api_face_migration"}))
+def test_antelopev2_files_are_in_the_models_list(name):
+    """Load Face Analysis reads them by name, so no widget names them; the list still must."""
+    listed = {(e["name"], e["directory"], e["url"]) for e in load(name)["models"]}
+    for key in ("scrfd", "glintr100"):
+        model = BY_KEY[key]
+        assert (f"{model.subdirs[0]}/{model.filename}", "insightface", model.url) in listed
+
+
+def test_schnell_mirrors_the_hosted_api_defaults(schemas):
+    workflow = load("flux1_schnell_pulid_4steps")
+    sampler = widgets(nodes_of(workflow, "KSampler")[0], schemas)
+    assert sampler["steps"] == 4 and sampler["cfg"] == 1.0
+    assert widgets(nodes_of(workflow, "FluxGuidance")[0], schemas)["guidance"] == 4.0
+    apply = widgets(nodes_of(workflow, "FaceMigration_ApplyPulid")[0], schemas)
+    assert apply["weight"] == 1.0 and apply["timing"] == "steps" and apply["start_step"] == 0
+    assert widgets(nodes_of(workflow, "UNETLoader")[0], schemas)["unet_name"] == "flux1-schnell.safetensors"
+
+
+def test_two_people_has_two_identities_and_two_masks(schemas):
+    workflow = load("flux1_dev_pulid_two_people")
+    prompt = to_api(workflow, schemas)
+    applies = [n for n in prompt.values() if n["class_type"] == "FaceMigration_ApplyPulid"]
+    assert len(applies) == 2
+    assert len({tuple(a["inputs"]["pulid_id"]) for a in applies}) == 2, "both Apply nodes get the same identity"
+    assert all("mask" in a["inputs"] for a in applies)
+    assert applies[0]["inputs"]["mask"] != applies[1]["inputs"]["mask"]
+    chained = {tuple(a["inputs"]["model"]) for a in applies}
+    assert any(prompt[src]["class_type"] == "FaceMigration_ApplyPulid" for src, _ in chained), "not chained"
+    samplers = [n for n in prompt.values() if n["class_type"] == "KSampler"]
+    assert len(samplers) == 1, "one image"
+
+
+def test_remote_workflow_needs_no_local_model(schemas):
+    workflow = load("remote_api_face_migration")
+    kinds = {n["type"] for n in workflow["nodes"]}
+    assert "FaceMigration_MoArkFaceMigration" in kinds
+    assert not kinds & {"UNETLoader", "DualCLIPLoader", "VAELoader", "FaceMigration_PulidModelLoader"}
+    assert workflow["models"] == []
+    assert "MOARK_API_KEY" in note_text(workflow)
+    for node in workflow["nodes"]:  # a key must never sit in a workflow
+        assert not any(isinstance(v, str) and v.startswith(("sk-", "Bearer")) for v in node.get("widgets_values") or [])
+
+
+def test_local_vs_remote_share_photo_and_prompt_and_score_both(schemas):
+    workflow = load("local_vs_remote")
+    prompt = to_api(workflow, schemas)
+    remote = [n for n in prompt.values() if n["class_type"] == "FaceMigration_MoArkFaceMigration"]
+    encode = [n for n in prompt.values() if n["class_type"] == "FaceMigration_EncodeFace"]
+    text = [n for n in prompt.values() if n["class_type"] == "CLIPTextEncode"]
+    assert len(remote) == len(encode) == 1 and len(text) == 1
+    assert remote[0]["inputs"]["image"] == encode[0]["inputs"]["image"], "not the same photo"
+    assert isinstance(text[0]["inputs"]["text"], list) and remote[0]["inputs"]["prompt"] == text[0]["inputs"]["text"]
+    similarity = [n for n in prompt.values() if n["class_type"] == "FaceMigration_FaceSimilarity"]
+    assert len(similarity) == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# The validator itself, on a small hand-written workflow.
+
+def small_workflow():
+    """A valid FLUX text-to-latent graph with a Reroute and a Note, written by hand."""
+    def node(i, kind, inputs=(), outputs=(), values=(), mode=0):
+        return {"id": i, "type": kind, "pos": [0, 0], "size": [100, 100], "flags": {}, "order": i, "mode": mode,
+                "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
+                "outputs": [{"name": n, "type": t, "links": links} for n, t, links in outputs],
+                "properties": {}, "widgets_values": list(values)}
+    model = {"name": "flux1-schnell.safetensors", "url": "https://example.org/flux1-schnell.safetensors",
+             "directory": "diffusion_models"}
+    encoders = [{"name": n, "url": f"https://example.org/{n}", "directory": "text_encoders"}
+                for n in ("clip_l.safetensors", "t5xxl_fp16.safetensors")]
+    return {
+        "version": 0.4, "last_node_id": 11, "last_link_id": 9, "models": [model, *encoders],
+        "nodes": [
+            node(1, "UNETLoader", outputs=[("MODEL", "MODEL", [1])], values=["flux1-schnell.safetensors", "default"]),
+            node(2, "Reroute", inputs=[("", "*", 1)], outputs=[("", "MODEL", [2])]),
+            node(3, "EmptySD3LatentImage", outputs=[("LATENT", "LATENT", [3])], values=[256, 256, 1]),
+            node(4, "SolidMask", outputs=[("MASK", "MASK", [])], values=[1.0, 64, 64]),
+            node(5, "ConditioningZeroOut", inputs=[("conditioning", "CONDITIONING", 6)],
+                 outputs=[("CONDITIONING", "CONDITIONING", [4, 5])]),
+            node(6, "KSampler", inputs=[("model", "MODEL", 2), ("positive", "CONDITIONING", 4),
+                                        ("negative", "CONDITIONING", 5), ("latent_image", "LATENT", 3)],
+                 outputs=[("LATENT", "LATENT", [7])], values=[7, "fixed", 4, 1.0, "euler", "simple", 1.0]),
+            node(7, "PreviewAny", inputs=[("source", "*", 7)], values=[]),
+            node(8, "Note", values=["Put flux1-schnell.safetensors in models/diffusion_models and clip_l.safetensors, "
+                                    "t5xxl_fp16.safetensors in models/text_encoders."]),
+            node(9, "FluxGuidance", inputs=[("conditioning", "CONDITIONING", 8)],
+                 outputs=[("CONDITIONING", "CONDITIONING", [6])], values=[4.0]),
+            node(10, "CLIPTextEncode", inputs=[("clip", "CLIP", 9)], outputs=[("CONDITIONING", "CONDITIONING", [8])],
+                 values=["a photo"]),
+            node(11, "DualCLIPLoader", outputs=[("CLIP", "CLIP", [9])],
+                 values=["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"]),
+        ],
+        "links": [[1, 1, 0, 2, 0, "MODEL"], [2, 2, 0, 6, 0, "MODEL"], [3, 3, 0, 6, 3, "LATENT"],
+                  [4, 5, 0, 6, 1, "CONDITIONING"], [5, 5, 0, 6, 2, "CONDITIONING"], [6, 9, 0, 5, 0, "CONDITIONING"],
+                  [7, 6, 0, 7, 0, "LATENT"], [8, 10, 0, 9, 0, "CONDITIONING"], [9, 11, 0, 10, 0, "CLIP"]],
+    }
+
+
+def problems_of(workflow, schemas):
+    return "\n".join(validate(workflow, schemas))
+
+
+def unlink(workflow, link_id):
+    """Remove a link from the link table and both ends."""
+    workflow["links"] = [link for link in workflow["links"] if link[0] != link_id]
+    for node in workflow["nodes"]:
+        for slot in node["inputs"]:
+            if slot.get("link") == link_id:
+                slot["link"] = None
+        for slot in node["outputs"]:
+            slot["links"] = [i for i in slot["links"] if i != link_id]
+
+
+def test_validator_accepts_the_small_workflow(schemas):
+    assert validate(small_workflow(), schemas) == []
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (lambda w: w["nodes"][2].update(type="EmptyFluxLatent"), "not registered"),
+    (lambda w: w["links"][2].__setitem__(5, "IMAGE"), "typed IMAGE but its output is LATENT"),
+    (lambda w: (w["links"].append([10, 4, 0, 6, 3, "MASK"]), w["nodes"][3]["outputs"][0]["links"].append(10),
+                w["nodes"][5]["inputs"][3].update(link=10), w.update(last_link_id=10)),
+     "(LATENT) is linked to a MASK output"),
+    (lambda w: unlink(w, 9), "required input 'clip' (CLIP) gets nothing"),
+    (lambda w: w["nodes"][10].update(mode=2), "required input 'clip' (CLIP) gets nothing"),
+    (lambda w: w["nodes"][5]["widgets_values"].__setitem__(2, 0), "outside [1, 10000]"),
+    (lambda w: w["nodes"][5]["widgets_values"].__setitem__(2, 4.5), "is not INT"),
+    (lambda w: w["nodes"][5]["widgets_values"].__setitem__(4, "euler_fast"), "'euler_fast' is not one of"),
+    (lambda w: w["nodes"][5]["widgets_values"].__setitem__(1, "sometimes"), "control: 'sometimes' is not one of"),
+    (lambda w: w["nodes"][5]["widgets_values"].pop(1), "6 widget values, expected 7"),
+    (lambda w: w["nodes"][3]["widgets_values"].__setitem__(0, 1.5), "1.5 outside [0.0, 1.0]"),
+    (lambda w: w["nodes"][10]["widgets_values"].__setitem__(2, "flux2"), "'flux2' is not one of"),
+    (lambda w: w["nodes"][0]["widgets_values"].__setitem__(0, "flux1-dev.safetensors"),
+     "flux1-dev.safetensors is not in the workflow's models list"),
+    (lambda w: w["nodes"][7]["widgets_values"].__setitem__(0, "see the README"), "is not named in any Note"),
+    (lambda w: w["models"][0].update(directory="checkpoints"), "directory 'checkpoints', expected 'diffusion_models'"),
+    (lambda w: w["nodes"][5]["inputs"][3].update(link=None), "input 3 does not hold link 3"),
+    (lambda w: w.update(last_node_id=5), "last_node_id 5 < highest node id 11"),
+    (lambda w: w.update(version=1), "expected 0.4"),
+])
+def test_validator_catches(fault, expected, schemas):
+    workflow = small_workflow()
+    fault(workflow)
+    assert expected in problems_of(workflow, schemas)
+
+
+def test_pack_model_combo_must_be_a_catalogue_file(schemas):
+    pulid = BY_KEY["pulid_flux"]
+    workflow = small_workflow()
+    loader = {"id": 20, "type": "FaceMigration_PulidModelLoader", "pos": [0, 0], "size": [1, 1], "flags": {},
+              "order": 0, "mode": 0, "inputs": [], "properties": {},
+              "outputs": [{"name": "pulid_model", "type": "FACE_MIGRATION_PULID_MODEL", "links": []}],
+              "widgets_values": ["my_pulid.safetensors"]}
+    workflow["nodes"].append(loader)
+    workflow["last_node_id"] = 20
+    assert "not a file of the model catalogue" in problems_of(workflow, schemas)
+    loader["widgets_values"] = [pulid.filename]
+    assert "not in the workflow's models list" in problems_of(workflow, schemas)
+    workflow["models"].append({"name": pulid.filename, "url": pulid.url, "directory": "pulid"})
+    assert "not named in any Note" in problems_of(workflow, schemas)
+    workflow["nodes"][7]["widgets_values"][0] += f"\n{pulid.filename} goes in models/pulid"
+    assert validate(workflow, schemas) == []
+
+
+def test_api_conversion_follows_reroutes_bypass_and_mute(schemas):
+    workflow = small_workflow()
+    prompt = to_api(workflow, schemas)
+    assert set(prompt) == {"1", "3", "4", "5", "6", "7", "9", "10", "11"}, "Notes and Reroutes are not sent"
+    assert prompt["6"] == {"class_type": "KSampler", "_meta": {"title": "KSampler"}, "inputs": {
+        "model": ["1", 0], "positive": ["5", 0], "negative": ["5", 0], "latent_image": ["3", 0], "seed": 7,
+        "steps": 4, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+    assert prompt["11"]["inputs"] == {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors",
+                                      "type": "flux", "device": "default"}
+    # Bypassing the zero-out passes FluxGuidance straight through to the sampler.
+    workflow["nodes"][4]["mode"] = 4
+    prompt = to_api(workflow, schemas)
+    assert "5" not in prompt and prompt["6"]["inputs"]["positive"] == ["9", 0]
+    # Muting it leaves the sampler without conditioning.
+    workflow["nodes"][4]["mode"] = 2
+    assert "positive" not in to_api(workflow, schemas)["6"]["inputs"]
+
+
+def test_api_conversion_takes_primitive_node_values(schemas):
+    workflow = small_workflow()
+    primitive = {"id": 30, "type": "PrimitiveNode", "pos": [0, 0], "size": [1, 1], "flags": {}, "order": 0,
+                 "mode": 0, "inputs": [], "outputs": [{"name": "INT", "type": "INT", "links": [30]}],
+                 "properties": {}, "widgets_values": [12, "fixed"]}
+    workflow["nodes"].append(primitive)
+    workflow["last_node_id"], workflow["last_link_id"] = 30, 30
+    workflow["nodes"][5]["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 30})
+    workflow["links"].append([30, 30, 0, 6, 4, "INT"])
+    assert validate(workflow, schemas) == []
+    assert to_api(workflow, schemas)["6"]["inputs"]["steps"] == 12
+
+
+def test_widget_slots_follow_input_order_and_control_values(schemas):
+    slots = widget_slots(schemas["KSampler"])
+    assert [(s.spec.name, s.role) for s in slots][:3] == [("seed", "value"), ("seed", "control"), ("steps", "value")]
+    load_image = widget_slots(schemas["LoadImage"])
+    assert [s.role for s in load_image] == ["value", "upload"]
+    assert "randomize" in CONTROL_VALUES
+    specs = {s.name: s for s in input_specs(schemas["FaceMigration_ApplyPulid"])}
+    assert specs["mask"].required is False and not specs["mask"].is_widget
+
+
+def test_pack_snapshot_holds_only_pack_nodes():
+    snapshot = json.loads(PACK_SCHEMAS.read_text())
+    assert snapshot and all(k.startswith(PACK_PREFIX) for k in snapshot)
+    assert all("python_module" not in v for v in snapshot.values())
+
+
+def test_missing_core_snapshot_fails_loudly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="object_info.core.json"):
+        load_schemas(core=tmp_path / "object_info.core.json")
