@@ -43,9 +43,6 @@ CORE_MODELS = {
                        "vae", "Apache-2.0"),
 }
 
-# Loaders that read catalogue files by their fixed names (no widget names them).
-FIXED_FILES = {"FaceMigration_FaceAnalysisLoader": ("scrfd", "glintr100")}
-
 # Link colours of ComfyUI's default palette, for the thumbnails.
 TYPE_COLOURS = {"MODEL": "#B39DDB", "CLIP": "#FFD500", "VAE": "#FF6E6E", "CONDITIONING": "#FFA931",
                 "LATENT": "#FF9CF9", "IMAGE": "#64B5F6", "MASK": "#81C784", "PULID_ID": "#4DD0E1",
@@ -154,9 +151,9 @@ class Graph:
                             "color": colour, "font_size": 24, "flags": {}})
 
     def models_of(self, node: Node) -> list[dict]:
-        """`models` entries for the files a loader node's widgets name or it reads by a fixed name."""
-        entries = [{"name": models_entry_name(BY_KEY[key]), "url": BY_KEY[key].url,
-                    "directory": models_directory(BY_KEY[key].folder)} for key in FIXED_FILES.get(node.type, ())]
+        """`models` entries for the files a loader node's widgets name. antelopev2's .onnx files are left to
+        the Note: ComfyUI's model listing never shows .onnx, so the frontend would call them missing forever."""
+        entries = []
         for slot, value in zip(widget_slots(node.schema), node.widgets_values):
             if slot.role != "value" or not isinstance(value, str):
                 continue
