@@ -240,3 +240,39 @@ def test_input_specs_cover_every_substituted_input(schemas):
     assert {"endpoint", "custom_base_url", "timeout"} <= names["FaceMigration_MoArkFaceMigration"]
     assert {"width", "height"} <= names["EmptySD3LatentImage"] and {"steps"} <= names["KSampler"]
     assert {"width", "height"} <= names["SolidMask"] and {"x", "y"} <= names["MaskComposite"]
+
+
+def test_check_models_agrees_with_the_loaders(comfy, tiny_files):
+    """check-models on the server's folders: what it finds the loaders load, what it misses they refuse."""
+    import argparse
+    import io
+
+    from face_migration import check_models
+
+    parser = argparse.ArgumentParser()
+    check_models.add_arguments(parser)
+    out = io.StringIO()
+    assert check_models.run(parser.parse_args(["--comfyui", str(comfy.base), "--no-hash"]), out, io.StringIO()) == 1
+    report = out.getvalue()
+    antelope = comfy.base / "models" / "insightface" / "models" / "antelopev2"
+    assert "[ok] scrfd_10g_bnkps.onnx" in report and str(antelope / "scrfd_10g_bnkps.onnx") in report
+    assert "[MISSING] EVA02_CLIP_L_336_psz14_s6B.pt" in report
+    found = {"photo": {"class_type": "LoadImage", "inputs": {"image": "face_reference.png"}},
+             "faces": {"class_type": "FaceMigration_FaceAnalysisLoader", "inputs": {"provider": "CPU"}},
+             "score": {"class_type": "FaceMigration_FaceSimilarity", "inputs": {
+                 "face_analysis": ["faces", 0], "reference": ["photo", 0], "images": ["photo", 0]}}}
+    assert "similarity 1.000" in " ".join(comfy.run(found)["outputs"]["score"]["text"])
+    missing = {"eva": {"class_type": "FaceMigration_EvaClipLoader",
+                       "inputs": {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt"}},
+               "encode": {"class_type": "FaceMigration_EncodeFace", "inputs": {
+                   "image": ["photo", 0], "face_analysis": ["faces", 0], "eva_clip": ["eva", 0],
+                   "face_parsing": ["parsing", 0], "pulid_model": ["pulid", 0], "face_order": "largest-first",
+                   "face_index": 0, "combine": "mean", "skip_faceless": False}},
+               "parsing": {"class_type": "FaceMigration_FaceParsingLoader", "inputs": {
+                   "parsing_file": tiny_files["parsing_file"], "landmark_file": FAST_ALIGNMENT}},
+               "pulid": {"class_type": "FaceMigration_PulidModelLoader", "inputs": {"pulid_file": tiny_files["pulid_file"]}},
+               "info": {"class_type": "PreviewAny", "inputs": {"source": ["encode", 2]}},
+               **{k: found[k] for k in ("photo", "faces")}}
+    error = comfy.run_error(missing)
+    assert error["node_type"] == "FaceMigration_EvaClipLoader"
+    assert "EVA02_CLIP_L_336_psz14_s6B.pt" in error["exception_message"]
