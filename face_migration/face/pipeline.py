@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import FaceMigrationError
+from ..errors import FaceMigrationError, IncompatibleModelError
 from ..pulid.identity import PulidIdentity, identity_from_embeddings
 from ..pulid.model import PulidFlux
 from .align import arcface_crop, ffhq_crop
@@ -29,6 +29,7 @@ from .retinaface import RetinaFace, choose_center_face, choose_nearest_face, det
 from .selection import choose_face
 
 MAX_EDGE = 1024
+ARCFACE_DIM = 512  # the raw ArcFace embedding leads the IDFormer input vector
 COMBINE_MODES = ("mean", "concat")
 
 
@@ -131,6 +132,17 @@ def encode_reference(models: FaceModels, image: np.ndarray, order: str = "larges
                               make_preview(image, boxes, chosen, eva_view), "; ".join(notes))
 
 
+def check_encoders_fit(eva: EvaVisionTower, pulid: PulidFlux) -> None:
+    """IncompatibleModelError unless the EVA tower's widths are those the PuLID IDFormer was trained on."""
+    e, p = eva.cfg, pulid.cfg
+    if e.width != p.vit_dim or ARCFACE_DIM + e.embed_dim != p.id_input_dim:
+        raise IncompatibleModelError(
+            f"The EVA-CLIP model (hidden width {e.width}, head {e.embed_dim}) does not fit the PuLID model, which "
+            f"expects hidden width {p.vit_dim} and head {p.id_input_dim - ARCFACE_DIM}. Load "
+            f"EVA02_CLIP_L_336_psz14_s6B (EVA02-CLIP-L-14-336) in the EVA-CLIP loader, and a PuLID-FLUX file "
+            f"(pulid_flux_v0.9.1.safetensors) in the PuLID loader.")
+
+
 def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, images: list[np.ndarray],
                     order: str = "largest-first", index: int = 0, combine: str = "mean",
                     skip_faceless: bool = False, encoder_dtype: torch.dtype | None = None,
@@ -139,6 +151,7 @@ def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, imag
     """Several reference photos -> one PULID identity (ID tokens averaged, or concatenated), previews, info."""
     if combine not in COMBINE_MODES:
         raise FaceMigrationError(f"Unknown combine mode '{combine}'; choose one of {', '.join(COMBINE_MODES)}.")
+    check_encoders_fit(models.eva, pulid)
     refs, previews, notes = [], [], []
     for i, image in enumerate(images):
         if check_cancel is not None:

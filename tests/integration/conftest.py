@@ -4,7 +4,8 @@ Skipped unless COMFYUI_PATH points at a ComfyUI checkout (a folder with main.py)
 COMFYUI_PYTHON (default: this interpreter), which needs torch and ComfyUI's requirements. One server is
 shared by the whole session; it gets a temporary --base-directory holding this pack and the test
 helper pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (COMFY_TINY_FLUX, or made
-with ../shared/comfyui/make_tiny_flux.py beside the repo) and tiny PuLID files in models/pulid.
+with ../shared/comfyui/make_tiny_flux.py beside the repo) and tiny PuLID files in models/pulid; the
+`tiny_face` fixture adds the face models and test photos.
 
 Other settings: COMFYUI_EXTRA_ARGS (default "--cpu"), COMFYUI_START_TIMEOUT (s, default 180),
 COMFYUI_PROMPT_TIMEOUT (s, default 600).
@@ -187,6 +188,15 @@ def comfy(tmp_path_factory) -> ComfyServer:
         server.stop()
         # The generated FLUX is 1.1 GB; pytest keeps the last temp dirs, so keep only the log.
         shutil.rmtree(base / "models", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_face(comfy):
+    """Tiny face-pipeline models under their real names in the server's models folder (antelopev2, EVA-CLIP,
+    facexlib, a PuLID file fitting both the tiny EVA and the tiny FLUX) and test photos in its input folder:
+    see tests/tiny_face_models.py. Returns the file names to use in prompts."""
+    from tests.tiny_face_models import install
+    return install(comfy.base / "models", comfy.base / "input")
 
 
 # ---------------------------------------------------------------------------------------------
