@@ -244,7 +244,8 @@ def main() -> int:
         models, pulid, gmac = build_models(device, dtype, args.onnx, providers, folder)
         load_s = time.perf_counter() - t0
     ort_threads = models["fast"].detector.session.get_session_options().intra_op_num_threads
-    print(f"device {args.device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{args.threads} torch threads'}), "
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{args.threads} torch threads"
+    print(f"device {args.device} ({where}), "
           f"compute dtype {str(dtype).split('.')[-1]}, photo {side}x{side} (red square 'face' at "
           f"{FACE[0] * side // 512},{FACE[1] * side // 512}), torch {torch.__version__}")
     print(f"ONNX stand-ins: {args.onnx}" + (f" (SCRFD proxy {gmac['SCRFD']:.1f} GMAC, ArcFace proxy "

@@ -116,8 +116,8 @@ def retinaface_state_dict(seed: int = 3) -> dict[str, torch.Tensor]:
         for head in ("ClassHead", "BboxHead", "LandmarkHead"):
             state[f"{head}.{level}.conv1x1.weight"].zero_()
             state[f"{head}.{level}.conv1x1.bias"].zero_()
-        face = level == _RETINA_FACE_LEVEL
-        state[f"ClassHead.{level}.conv1x1.bias"].copy_(torch.tensor([0.0, 12.0, 12.0, 0.0] if face else [12.0, 0.0] * 2))
+        logits = [0.0, 12.0, 12.0, 0.0] if level == _RETINA_FACE_LEVEL else [12.0, 0.0] * 2  # anchor 0 only
+        state[f"ClassHead.{level}.conv1x1.bias"].copy_(torch.tensor(logits))
         state[f"LandmarkHead.{level}.conv1x1.bias"].copy_(torch.tensor(_RETINA_LANDMARKS * 2))
     return {"module." + k: v for k, v in state.items()}  # the release was saved from DataParallel
 
