@@ -27,7 +27,7 @@ class ModelFile:
         return os.path.join("models", self.folder, self.subdirs[0]).rstrip("/\\") if self.subdirs[0] else f"models/{self.folder}"
 
     def download_hint(self) -> str:
-        return f"Download {self.filename} from {self.url} into ComfyUI/{self.display_folder}/"
+        return f"Download {self.filename} from {self.url} into ComfyUI/{self.display_folder}/ ."
 
 
 _HF = "https://huggingface.co"

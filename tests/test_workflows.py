@@ -2,7 +2,6 @@
 
 Needs ../shared/comfyui/object_info.core.json beside the repository: without it these tests FAIL (CI
 always has it), they never skip."""
-import copy
 import json
 from pathlib import Path
 

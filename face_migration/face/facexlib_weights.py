@@ -27,7 +27,7 @@ _MODULE_PREFIX = "module."
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 
 def _fix(entry: ModelFile) -> str:
-    return f"{entry.download_hint()} (licence: {entry.licence})."
+    return f"{entry.download_hint()} Licence: {entry.licence}."
 
 
 def read_state_dict(path: str, entry: ModelFile) -> dict[str, torch.Tensor]:

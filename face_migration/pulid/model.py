@@ -145,16 +145,23 @@ class PulidFlux(nn.Module):
                                attend_to_latents=False, ops=ops)
             for _ in range(cfg.num_ca)
         )
+        self._uncond_cache: dict[tuple, torch.Tensor] = {}
 
     @torch.no_grad()
     def encode(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor],
                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cond, uncond) ID tokens. Uncond is the encoder run on all-zero inputs (spec 2.5).
-
-        Computed in `dtype` (default: the weights' dtype) on the weights' device."""
+        """(cond, uncond) ID tokens, computed in `dtype` (default: the weights' dtype) on the weights' device."""
         p = self.pulid_encoder.latents
         id_vector = id_vector.to(p.device, dtype or p.dtype)
         vit_hidden = [h.to(p.device, dtype or p.dtype) for h in vit_hidden]
         cond = self.pulid_encoder(id_vector, vit_hidden)
-        uncond = self.pulid_encoder(torch.zeros_like(id_vector), [torch.zeros_like(h) for h in vit_hidden])
-        return cond, uncond
+        return cond, self._uncond(id_vector[:1], [h[:1] for h in vit_hidden]).expand_as(cond)
+
+    def _uncond(self, id_vector: torch.Tensor, vit_hidden: list[torch.Tensor]) -> torch.Tensor:
+        """The encoder on all-zero inputs (spec 2.5). It is the same for every face, so it is computed once
+        per input layout, device and dtype."""
+        key = (tuple(id_vector.shape), tuple(tuple(h.shape) for h in vit_hidden), id_vector.device, id_vector.dtype)
+        if key not in self._uncond_cache:
+            self._uncond_cache[key] = self.pulid_encoder(torch.zeros_like(id_vector),
+                                                         [torch.zeros_like(h) for h in vit_hidden])
+        return self._uncond_cache[key]

@@ -5,8 +5,7 @@ Substitutions (the real files are gigabytes): the FLUX UNet -> the session's tin
 a random VAE with FLUX's VAE layout, the PuLID, EVA-CLIP, BiSeNet and antelopev2 files -> tiny random
 ones with the real layouts (the ONNX detector "sees" a red square painted on the photo), CLIP/T5 text
 encoding -> seeded random conditioning (the test helper node), the image size -> 128 px, the step count
--> 2, the landmark file -> the fast SCRFD-landmark alignment (a random RetinaFace finds no face), and the
-API endpoint -> the local fake API. Everything else (node types, links, widget values) is the workflow's."""
+-> 2, and the API endpoint -> the local fake API. The face models come from tests/tiny_face_models.py. Everything else (node types, links, widget values) is the workflow's."""
 from __future__ import annotations
 
 import json
@@ -17,30 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
-from skimage import data
 
-from face_migration.face.bisenet import BiSeNet, BiSeNetConfig
-from face_migration.face.eva_clip import EvaVisionConfig, EvaVisionTower
-from face_migration.pulid.model import PulidConfig
-from tests.face import onnx_graphs
 from tests.remote.fake_moark import FakeMoArk, Reply
-from tests.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid
+from tests.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
 from tests.workflow_validation import PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, to_api
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_VAE = "tiny_flux_ae.safetensors"
 SIZE, STEPS = 128, 2
-TINY_EVA = EvaVisionConfig(width=64, layers=21, mlp_hidden=96, patch_size=14, image_size=56, embed_dim=768)
-TINY_BISENET = BiSeNetConfig(width=8, context=16, fuse=32, head=16, aux_head=8)
-# PuLID sized for the tiny EVA (hidden states of width 64) and for the session's compat tiny FLUX.
-TINY_PULID = PulidConfig(**{**TINY_CFG_FOR_COMPAT_FLUX.__dict__, "vit_dim": TINY_EVA.width})
-KEYPOINTS = (-0.4, -0.3, 0.4, -0.3, 0.0, 0.1, -0.3, 0.5, 0.3, 0.5)  # face-like, in SCRFD stride units
 FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
-PHOTOS = {"face_reference.png": (200, 200), "person_left.png": (120, 220), "person_right.png": (300, 180)}
-MODEL_EXTENSIONS = (".safetensors", ".pt", ".pth", ".onnx", ".sft", ".bin", ".ckpt")
+PHOTOS = {"face_reference.png": FACE, "person_left.png": LEFT_FACE, "person_right.png": RIGHT_FACE}
 
 # The FLUX VAE (AutoencodingEngine, 16 latent channels) as ComfyUI's VAE loader detects it, random weights.
 MAKE_TINY_VAE = r"""
@@ -87,51 +73,29 @@ def tiny_vae(comfy):
 
 def test_pack_snapshot_matches_the_live_server(comfy):
     """tests/fixtures/object_info.pack.json is what this pack registers now (refresh it with
-    scripts/dump_pack_object_info.py). Model-file lists also show the files on disk, so the tiny files
-    this test session added are left out of the comparison."""
+    scripts/dump_pack_object_info.py). Model-file lists show the files on disk, so their options are left
+    out of the comparison."""
     snapshot = json.loads(PACK_SCHEMAS.read_text())
     live = {k: {f: v for f, v in entry.items() if f != "python_module"}
             for k, entry in comfy.object_info().items() if k.startswith("FaceMigration_")}
     assert sorted(live) == sorted(snapshot), "node list changed: re-run scripts/dump_pack_object_info.py"
     for node_id, entry in live.items():
         for spec in input_specs(snapshot[node_id]):
-            if model_file_folder(node_id, spec) is not None:  # drop the test's own model files
-                live_spec = entry["input"]["required" if spec.required else "optional"][spec.name][1]
-                live_spec["options"] = [o for o in live_spec["options"]
-                                        if o in spec.options or not o.endswith(MODEL_EXTENSIONS)]
+            if model_file_folder(node_id, spec) is not None:
+                for schema in (entry, snapshot[node_id]):
+                    schema["input"]["required" if spec.required else "optional"][spec.name][1].pop("options", None)
         assert entry == snapshot[node_id], (f"{node_id} differs from tests/fixtures/object_info.pack.json: "
                                             f"re-run scripts/dump_pack_object_info.py --comfyui PATH")
 
 
-def random_state(module: torch.nn.Module, seed: int) -> dict:
-    """Small random weights; 1-D weights (normalisation scales) near 1, so activations stay finite."""
-    gen = torch.Generator().manual_seed(seed)
-    return {name: (1 + 0.1 * torch.randn(t.shape, generator=gen)) if name.endswith("weight") and t.ndim == 1
-            else 0.05 * torch.randn(t.shape, generator=gen) for name, t in module.state_dict().items()}
-
-
 @pytest.fixture(scope="module")
-def tiny_files(comfy, tiny_vae) -> dict:
+def tiny_files(comfy, tiny_vae, tiny_face) -> dict:
     """Tiny model files and photos in the server's folders; returns the loader values to use."""
-    models = comfy.base / "models"
-    write_tiny_pulid(models / "pulid" / "tiny_pulid_eva64.safetensors", TINY_PULID, seed=0)
-    antelope = models / "insightface" / "models" / "antelopev2"  # found by name, as the real files are
-    antelope.mkdir(parents=True, exist_ok=True)
-    detector = onnx_graphs.scrfd_model(score_gain={32: 100.0}, score_bias={32: -95.0}, kps=KEYPOINTS)
-    onnx_graphs.save(detector, antelope / "scrfd_10g_bnkps.onnx")
-    onnx_graphs.save(onnx_graphs.arcface_model(), antelope / "glintr100.onnx")
-    (models / "clip").mkdir(exist_ok=True)
-    eva = random_state(EvaVisionTower(TINY_EVA), 1)
-    save_file({f"visual.{k}": v.contiguous() for k, v in eva.items()}, str(models / "clip" / "tiny_eva.safetensors"))
-    (models / "facexlib").mkdir(exist_ok=True)
-    torch.save(random_state(BiSeNet(TINY_BISENET), 2), models / "facexlib" / "tiny_parsing_bisenet.pth")
-    for name, (x, y) in PHOTOS.items():
-        photo = data.astronaut().copy()
-        photo[y:y + 90, x:x + 90] = (255, 0, 0)  # what the tiny detector takes for a face
-        Image.fromarray(photo).save(comfy.base / "input" / name)
+    for name, square in PHOTOS.items():
+        Image.fromarray(red_face_photo((square,))).save(comfy.base / "input" / name)
     return {"unet_name": comfy.object_info()["UNETLoader"]["input"]["required"]["unet_name"][0][0],
-            "vae_name": tiny_vae, "pulid_file": "tiny_pulid_eva64.safetensors", "eva_file": "tiny_eva.safetensors",
-            "parsing_file": "tiny_parsing_bisenet.pth", "landmark_file": FAST_ALIGNMENT}
+            "vae_name": tiny_vae, "pulid_file": tiny_face.pulid_file, "eva_file": tiny_face.eva_file,
+            "parsing_file": tiny_face.parsing_file, "landmark_file": tiny_face.landmark_file}
 
 
 @pytest.fixture

@@ -48,6 +48,22 @@ def test_uncond_does_not_depend_on_the_face(pulid):
     torch.testing.assert_close(a.uncond, b.uncond)
 
 
+def test_uncond_is_computed_once_per_input_layout(pulid, monkeypatch):
+    model, fingerprint = pulid
+    identity_from_embeddings(model, fingerprint, *embeddings(1, seed=3))  # fills the cache
+    zero_runs = []
+    encoder_forward = type(model.pulid_encoder).forward
+
+    def counting(self, id_vector, vit_hidden):
+        zero_runs.append(not id_vector.any())
+        return encoder_forward(self, id_vector, vit_hidden)
+
+    monkeypatch.setattr(type(model.pulid_encoder), "forward", counting)
+    ident = identity_from_embeddings(model, fingerprint, *embeddings(3, seed=4))
+    assert zero_runs == [False]  # only the faces ran; the uncond came from the cache
+    assert ident.uncond.shape == (3, CFG.num_queries, CFG.token_dim)
+
+
 def test_tokens_come_back_float32_on_cpu_from_a_bf16_model(tmp_path):
     model, fingerprint = load_pulid_flux(write_tiny_pulid(tmp_path / "p.safetensors", CFG, 5, torch.bfloat16))
     ident = identity_from_embeddings(model, fingerprint, *embeddings(1, seed=0))
