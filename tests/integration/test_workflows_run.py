@@ -220,23 +220,17 @@ def test_check_models_agrees_with_the_loaders(comfy, tiny_files):
     report = out.getvalue()
     antelope = comfy.base / "models" / "insightface" / "models" / "antelopev2"
     assert "[ok] scrfd_10g_bnkps.onnx" in report and str(antelope / "scrfd_10g_bnkps.onnx") in report
-    assert "[MISSING] EVA02_CLIP_L_336_psz14_s6B.pt" in report
+    assert "[ok] EVA02_CLIP_L_336_psz14_s6B" in report  # the converted .safetensors is an accepted name
+    assert "[MISSING] pulid_flux_v0.9.1.safetensors" in report
     found = {"photo": {"class_type": "LoadImage", "inputs": {"image": "face_reference.png"}},
              "faces": {"class_type": "FaceMigration_FaceAnalysisLoader", "inputs": {"provider": "CPU"}},
              "score": {"class_type": "FaceMigration_FaceSimilarity", "inputs": {
                  "face_analysis": ["faces", 0], "reference": ["photo", 0], "images": ["photo", 0]}}}
     assert "similarity 1.000" in " ".join(comfy.run(found)["outputs"]["score"]["text"])
-    missing = {"eva": {"class_type": "FaceMigration_EvaClipLoader",
-                       "inputs": {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt"}},
-               "encode": {"class_type": "FaceMigration_EncodeFace", "inputs": {
-                   "image": ["photo", 0], "face_analysis": ["faces", 0], "eva_clip": ["eva", 0],
-                   "face_parsing": ["parsing", 0], "pulid_model": ["pulid", 0], "face_order": "largest-first",
-                   "face_index": 0, "combine": "mean", "skip_faceless": False}},
-               "parsing": {"class_type": "FaceMigration_FaceParsingLoader", "inputs": {
-                   "parsing_file": tiny_files["parsing_file"], "landmark_file": FAST_ALIGNMENT}},
-               "pulid": {"class_type": "FaceMigration_PulidModelLoader", "inputs": {"pulid_file": tiny_files["pulid_file"]}},
-               "info": {"class_type": "PreviewAny", "inputs": {"source": ["encode", 2]}},
-               **{k: found[k] for k in ("photo", "faces")}}
+    missing = {"pulid": {"class_type": "FaceMigration_PulidModelLoader",
+                         "inputs": {"pulid_file": "pulid_flux_v0.9.1.safetensors"}},
+               "show": {"class_type": "PreviewAny", "inputs": {"source": ["pulid", 0]}}}
     error = comfy.run_error(missing)
-    assert error["node_type"] == "FaceMigration_EvaClipLoader"
-    assert "EVA02_CLIP_L_336_psz14_s6B.pt" in error["exception_message"]
+    assert error["node_type"] == "FaceMigration_PulidModelLoader"
+    assert "pulid_flux_v0.9.1.safetensors" in error["exception_message"]
+    assert "huggingface.co/guozinan/PuLID" in error["exception_message"]
