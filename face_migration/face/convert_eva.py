@@ -16,8 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import FaceMigrationError, ModelFileError
-from .eva_clip import (VISUAL_PREFIX, check_visual_state_dict, load_eva_clip, read_visual_state_dict,
-                       visual_tensors)
+from .eva_clip import VISUAL_PREFIX, load_eva_clip, read_visual_state_dict
 
 HELP = "convert the official EVA02-CLIP-L-14-336 .pt into a visual-only .safetensors (no pickle)"
 
@@ -26,22 +25,10 @@ def default_destination(src: str) -> str:
     return os.path.splitext(src)[0] + "_visual.safetensors"
 
 
-def _read_source(src: str, trust_pickle: bool) -> dict[str, torch.Tensor]:
-    if not trust_pickle:
-        return read_visual_state_dict(src)
-    # Only on the user's explicit request: runs whatever code the pickle names.
-    name = os.path.basename(src)
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=False)
-    except Exception as exc:  # any failure of an arbitrary pickle is reported, not raised
-        raise ModelFileError(f"{name} could not be read even as a full pickle ({exc}). "
-                             f"Download it again.") from None
-    return check_visual_state_dict(visual_tensors(state, name), name)
-
-
-def convert(src: str, dst: str, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Write the visual tensors of src to dst (verified); returns them (keys without `visual.`)."""
-    state = _read_source(src, trust_pickle)
+def convert(src: str, dst: str) -> dict[str, torch.Tensor]:
+    """Write the visual tensors of src to dst (verified); returns them (keys without `visual.`).
+    src is read as the loader reads it: tensors only, no pickled code ever runs."""
+    state = read_visual_state_dict(src)
     tmp = dst + ".partial"
     save_file({VISUAL_PREFIX + k: v.detach().contiguous().clone() for k, v in state.items()}, tmp,
               metadata={"format": "pt", "model": "EVA02-CLIP-L-14-336 visual tower",
@@ -62,9 +49,6 @@ def convert(src: str, dst: str, trust_pickle: bool = False) -> dict[str, torch.T
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="EVA02_CLIP_L_336_psz14_s6B.pt (or any file the EVA-CLIP loader accepts)")
     parser.add_argument("dst", nargs="?", help="output .safetensors (default: <src name>_visual.safetensors)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="load SRC with full pickle support (runs code from the file); only for a file "
-                             "from a source you trust that the safe loader refuses")
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
 
 
@@ -77,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {dst} exists; pass --force to overwrite it", file=sys.stderr)
         return 2
     try:
-        state = convert(args.src, dst, trust_pickle=args.trust_pickle)
+        state = convert(args.src, dst)
     except (FaceMigrationError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -366,9 +366,8 @@ def _torch_load(path: str, folder_hint: str) -> dict:
         reason = f"it refers to {found.group(1)}" if found else "unsupported pickle content"
         raise ModelFileError(
             f"{name} contains Python objects besides tensors, so it cannot be loaded safely "
-            f"(torch.load with weights_only=True refused it: {reason}). If you trust where the file comes "
-            f"from, convert it once to a pickle-free file: python -m face_migration convert-eva \"{path}\" "
-            f"--trust-pickle, then pick the .safetensors it writes (in {folder_hint}).") from None
+            f"(torch.load with weights_only=True refused it: {reason}). It is not the official release: "
+            f"{MODEL_FILE.download_hint()} The pack never runs code from a model file.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ModelFileError(f"{name} could not be read as a PyTorch checkpoint ({exc}). The download is "
                              f"probably incomplete: download it again into {folder_hint}. "

@@ -46,7 +46,7 @@ def read_state_dict(path: str, entry: ModelFile) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        # torch's own text suggests weights_only=False, which is exactly what we must not do: log it only.
+        # torch's own text suggests turning the safe loader off, which we must never do: log it only.
         logger.debug("torch.load(%s, weights_only=True) failed: %s", path, exc)
         raise ModelFileError(
             f"{name} could not be read as a PyTorch weights file without running code in it "

@@ -198,7 +198,7 @@ def test_legacy_torch_format_loads(tmp_path):
     assert torch.equal(load_eva_clip(str(path)).state_dict()["head.weight"], state["head.weight"])
 
 
-def test_pickle_with_other_objects_points_to_converter(tmp_path):
+def test_pickle_with_other_objects_is_refused_without_running_it(tmp_path):
     path = tmp_path / "old.pt"
     checkpoint = _official_checkpoint(_tiny_state())
     checkpoint["args"] = argparse.Namespace(lr=1e-3)  # a global the safe loader refuses
@@ -206,7 +206,7 @@ def test_pickle_with_other_objects_points_to_converter(tmp_path):
     with pytest.raises(ModelFileError) as info:
         load_eva_clip(str(path))
     msg = str(info.value)
-    assert "old.pt" in msg and "weights_only" in msg and "convert-eva" in msg and "--trust-pickle" in msg
+    assert "old.pt" in msg and "weights_only" in msg and "huggingface.co/QuanSun/EVA-CLIP" in msg
     assert "argparse.Namespace" in msg
 
 
@@ -256,7 +256,7 @@ def test_converter_round_trip(tmp_path, capsys):
     state = _tiny_state(dtype=torch.float16)
     src = tmp_path / "EVA02_CLIP_L_336_psz14_s6B.pt"
     torch.save(_official_checkpoint(state), src)
-    args = argparse.Namespace(src=str(src), dst=None, trust_pickle=False, force=False)
+    args = argparse.Namespace(src=str(src), dst=None, force=False)
     assert convert_eva.run(args) == 0
     dst = tmp_path / "EVA02_CLIP_L_336_psz14_s6B_visual.safetensors"
     written = load_file(str(dst))
@@ -275,21 +275,18 @@ def test_converter_round_trip(tmp_path, capsys):
     assert convert_eva.run(argparse.Namespace(**{**vars(args), "force": True})) == 0
 
 
-def test_converter_trust_pickle_and_errors(tmp_path, capsys):
+def test_converter_refuses_pickled_objects_and_wrong_files(tmp_path, capsys):
     src = tmp_path / "old.pt"
     checkpoint = _official_checkpoint(_tiny_state())
     checkpoint["args"] = argparse.Namespace(lr=1e-3)
     torch.save(checkpoint, src)
     dst = tmp_path / "out.safetensors"
-    args = argparse.Namespace(src=str(src), dst=str(dst), trust_pickle=False, force=False)
-    assert convert_eva.run(args) == 1
-    assert "--trust-pickle" in capsys.readouterr().err and not dst.exists()
-    assert convert_eva.run(argparse.Namespace(**{**vars(args), "trust_pickle": True})) == 0
-    assert load_eva_clip(str(dst)).cfg == TINY
+    assert convert_eva.run(argparse.Namespace(src=str(src), dst=str(dst), force=False)) == 1
+    assert "weights_only" in capsys.readouterr().err and not dst.exists()
     # a wrong file is refused with the loader's message, nothing written
     bad = tmp_path / "pulid.safetensors"
     save_file({"pulid_encoder.latents": torch.zeros(1, 2, 3)}, str(bad))
-    assert convert_eva.run(argparse.Namespace(src=str(bad), dst=None, trust_pickle=False, force=False)) == 1
+    assert convert_eva.run(argparse.Namespace(src=str(bad), dst=None, force=False)) == 1
     assert "PuLID-FLUX" in capsys.readouterr().err
     assert not (tmp_path / "pulid_visual.safetensors").exists()
 
@@ -297,8 +294,8 @@ def test_converter_trust_pickle_and_errors(tmp_path, capsys):
 def test_converter_parser():
     parser = argparse.ArgumentParser()
     convert_eva.add_arguments(parser)
-    args = parser.parse_args(["a.pt", "--trust-pickle"])
-    assert args.src == "a.pt" and args.dst is None and args.trust_pickle and not args.force
+    args = parser.parse_args(["a.pt", "--force"])
+    assert args.src == "a.pt" and args.dst is None and args.force
     assert convert_eva.default_destination(os.path.join("m", "x.pt")) == os.path.join("m", "x_visual.safetensors")
 
 

@@ -13,7 +13,7 @@ from tests.remote.fake_moark import FakeMoArk, Reply, gradient_image
 NODE = "FaceMigration_MoArkFaceMigration"
 INPUTS = ["image", "prompt", "size", "guidance_scale", "num_inference_steps", "id_weight", "id_timestep_start",
           "seed", "model", "endpoint", "custom_base_url", "timeout"]
-FILE_KEY = "INTEGRATIONKEY0123456789ABCDEFGHIJKL"
+FILE_KEY = "integration-test-key-0123456789-abcdefgh"
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from face_migration.remote import ApiKey
 from tests.remote.fake_moark import FakeMoArk
 
 # Looks like a real token (upper-case alphanumerics); every test checks it never leaks.
-SECRET = "FAKEKEY7Q2WX9ZK4M1P8R3T6V0Y5B2N7C4J9"
+SECRET = "fake-test-key-7q2wx9zk4m1p-8r3t6v0y5b2n"
 
 
 @pytest.fixture
