@@ -8,9 +8,13 @@ so the weights are the same whatever torch or numpy version a machine has.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from face_migration.pulid.model import PulidConfig
 
@@ -98,3 +102,11 @@ def flux_inputs(seed: int = SEED) -> dict[str, torch.Tensor]:
         "y_pos": uniform("in.y_pos", (BATCH, p["vec_in_dim"]), seed),
         "y_neg": uniform("in.y_neg", (BATCH, p["vec_in_dim"]), seed),
     }
+
+
+def load_fixture(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a fixture file in tests/fixtures."""
+    path = str(Path(FIXTURES) / name)
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    return load_file(path), meta

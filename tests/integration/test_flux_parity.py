@@ -11,12 +11,10 @@ dependencies); skipped otherwise.
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from face_migration.injection import Injection, PulidBlockPatch, StepRange, TokenGridWrapper, block_patches
 from face_migration.pulid.identity import PulidIdentity
@@ -26,7 +24,6 @@ from tests import parity_data as pd
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set (needs a ComfyUI checkout)")
 
-FIXTURE = Path(pd.FIXTURES) / pd.FLUX_FIXTURE
 # Measured: ComfyUI's FLUX port differs from the official one by ~1e-6 relative in fp32 (attention
 # and RoPE arithmetic); the injection must not add more than that.
 FLUX_RTOL = 1e-5
@@ -51,9 +48,7 @@ def import_comfy_flux():
 
 @pytest.fixture(scope="module")
 def fixture():
-    with safe_open(str(FIXTURE), "pt") as f:
-        meta = f.metadata()
-    return load_file(str(FIXTURE)), meta
+    return pd.load_fixture(pd.FLUX_FIXTURE)
 
 
 @pytest.fixture(scope="module")

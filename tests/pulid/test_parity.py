@@ -3,19 +3,16 @@
 The fixture holds the official outputs (scripts/make_pulid_fixtures.py); the weights are rebuilt from
 the seed in tests/parity_data.py and go through our loader from a real .safetensors file."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from face_migration.pulid.identity import identity_from_embeddings
 from face_migration.pulid.model import ca_block_placement
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
 from tests import parity_data as pd
 
-FIXTURE = Path(pd.FIXTURES) / pd.PULID_FIXTURE
 RTOL = 1e-5
 
 
@@ -25,9 +22,7 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def fixture():
-    with safe_open(str(FIXTURE), "pt") as f:
-        meta = f.metadata()
-    return load_file(str(FIXTURE)), meta
+    return pd.load_fixture(pd.PULID_FIXTURE)
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +87,7 @@ def test_cross_attention_matches_official(fixture, loaded):
 
 
 def test_flux_fixture_records_official_placement():
-    with safe_open(str(Path(pd.FIXTURES) / pd.FLUX_FIXTURE), "pt") as f:
-        meta = f.metadata()
+    _, meta = pd.load_fixture(pd.FLUX_FIXTURE)
     doubles, singles = ca_block_placement(pd.FLUX_PARAMS["depth"], pd.FLUX_PARAMS["depth_single_blocks"])
     assert (doubles, singles) == (json.loads(meta["double_ca_blocks"]), json.loads(meta["single_ca_blocks"]))
     assert len(doubles) + len(singles) == pd.PULID_CFG.num_ca
