@@ -153,6 +153,16 @@ class ApplyPulid(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, timing, start_step, end_step, start_percent, end_percent):
+        # An empty window would silently do nothing: say so before anything runs.
+        if timing == "steps" and end_step <= start_step:
+            return f"end_step ({end_step}) must be greater than start_step ({start_step}): the identity would never apply."
+        if timing == "percent" and end_percent <= start_percent:
+            return (f"end_percent ({end_percent}) must be greater than start_percent ({start_percent}): the identity "
+                    f"would never apply.")
+        return True
+
+    @classmethod
     def execute(cls, model, pulid_model, pulid_id, weight, timing, start_step, end_step, start_percent,
                 end_percent, uncond_id, mask=None):
         return io.NodeOutput(apply_pulid(model, pulid_model, pulid_id, weight, timing, start_step, end_step,

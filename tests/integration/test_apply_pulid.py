@@ -96,3 +96,10 @@ def test_changing_weight_reuses_loader_and_identity(comfy, graphs):
         assert not graphs.executed(second, node), f"{node} ran again though only the weight changed"
     for node in ("apply_0", "sampler"):
         assert graphs.executed(second, node), f"{node} did not run again after the weight changed"
+
+
+@pytest.mark.parametrize("window", [{"start_step": 4, "end_step": 2},
+                                    {"timing": "percent", "start_percent": 0.6, "end_percent": 0.6}])
+def test_an_empty_identity_window_is_refused_before_running(comfy, graphs, window):
+    with pytest.raises(AssertionError, match="must be greater than"):
+        comfy.run(graphs.flux([window]))
