@@ -72,20 +72,21 @@ def resolve_providers(choice: str, available: list[str], installed_wheels: list[
     cpu = [_PROVIDER_NAMES["CPU"]]
     if choice == "CPU":
         return cpu, None
+    shadowed = (f"Several onnxruntime packages are installed ({', '.join(installed_wheels)}); they write the "
+                "same module and the last one installed wins, so keep only one.") if len(installed_wheels) > 1 else None
     if choice == "auto":
         for gpu in _AUTO_ORDER:
             if _PROVIDER_NAMES[gpu] in available:
                 return [_PROVIDER_NAMES[gpu]] + cpu, None
-        return cpu, None
+        # No GPU provider is fine on a CPU-only install; with two wheels it is the classic silent breakage.
+        return cpu, (f"The face models run on the CPU: the installed onnxruntime offers no GPU provider. "
+                     f"{shadowed} Fix for NVIDIA: {_INSTALL_FIX['CUDA']}.") if shadowed else None
     wanted = _PROVIDER_NAMES[choice]
     if wanted in available:
         return [wanted] + cpu, None
     warning = (f"Execution provider {choice} was asked for, but the installed onnxruntime only offers "
                f"{', '.join(available) or 'nothing'}; the face models run on the CPU. Fix: {_INSTALL_FIX[choice]}.")
-    if len(installed_wheels) > 1:
-        warning += (f" Several onnxruntime packages are installed ({', '.join(installed_wheels)}); they write the "
-                    "same module and the last one installed wins, so keep only one.")
-    return cpu, warning
+    return cpu, warning + (f" {shadowed}" if shadowed else "")
 
 
 def create_session(path: str, providers: str = "auto"):

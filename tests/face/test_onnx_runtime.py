@@ -31,6 +31,13 @@ def test_missing_gpu_provider_falls_back_with_the_fix():
     assert "onnxruntime, onnxruntime-gpu" in warning and "keep only one" in warning
 
 
+def test_auto_warns_when_two_onnxruntime_wheels_shadow_the_gpu_one():
+    assert onnx_runtime.resolve_providers("auto", [CPU], ["onnxruntime"]) == ([CPU], None)  # a CPU-only install
+    providers, warning = onnx_runtime.resolve_providers("auto", [CPU], ["onnxruntime", "onnxruntime-gpu"])
+    assert providers == [CPU]
+    assert "keep only one" in warning and "pip install onnxruntime-gpu" in warning
+
+
 def test_unknown_choice():
     with pytest.raises(FaceMigrationError, match="auto, CPU, CUDA"):
         onnx_runtime.resolve_providers("cuda:0", [CPU])
