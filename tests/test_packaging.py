@@ -64,3 +64,16 @@ def test_entry_point_imports_without_comfyui_and_loads_nothing_heavy():
         assert not any(m.startswith(f"{name}.") for m in sys.modules)  # node modules load on demand only
     finally:
         sys.modules.pop(name, None)
+
+
+def test_readme_opens_with_install_and_test_commands_and_lists_every_model_file():
+    from face_migration.catalog import MODEL_FILES
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```")
+    install, tests = blocks[1], blocks[3]
+    assert "custom_nodes" in install and "pip install -r" in install and "requirements.txt" in install
+    assert "bash .ci/run" in tests
+    assert "pytest" in (ROOT / ".ci" / "run").read_text()
+    for model in MODEL_FILES:
+        assert model.filename in readme and model.url in readme and model.display_folder in readme, model.key
