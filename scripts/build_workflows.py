@@ -397,6 +397,20 @@ def local_models_note(g: Graph, unet: str, pos, extra="") -> Node:
     return g.note(text, pos, size=(520, 640), title="Model files")
 
 
+def one_face_graph(g: Graph, unet_file: str, guidance: float, size: tuple[int, int], steps: int, prefix: str,
+                   **apply_widgets) -> dict:
+    """The one-face graph below the notes: loaders, photo, Encode Face, Apply PuLID, sampling, Face Similarity."""
+    unet, clip, vae = flux_loaders(g, unet_file, 580, 0)
+    models = face_models(g, 580, 470)
+    photo = g.add("LoadImage", (960, 0), title="Reference photo", size=(340, 420), image=PHOTO)
+    identity = encode_face(g, models, photo, 960, 470)
+    positive, negative = flux_prompt(g, clip, PROMPT, guidance, 1720, 0)
+    apply = apply_pulid(g, unet.out(0), models, identity, 1720, 470, **apply_widgets)
+    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, *size, steps, 42, prefix)
+    face_similarity(g, models, photo, decode.out(0), 2460, 640)
+    return g.to_json()
+
+
 @workflow("flux1_dev_pulid", "FLUX.1-dev + PuLID: one face",
           "photo → Encode Face → Apply PuLID → KSampler → Save, with Face Similarity")
 def build_dev(g: Graph) -> dict:
@@ -413,16 +427,8 @@ def build_dev(g: Graph) -> dict:
         prompt (more editable; the official advice is 4 for photos).
         FLUX.1-dev: 20 steps, guidance 3.5-4, cfg 1. FLUX.1-dev is under the FLUX.1 [dev] Non-Commercial License.""",
            (0, 680), size=(520, 360), title="How to use")
-    unet, clip, vae = flux_loaders(g, "flux1-dev.safetensors", 580, 0)
-    models = face_models(g, 580, 470)
-    photo = g.add("LoadImage", (960, 0), title="Reference photo", size=(340, 420), image=PHOTO)
-    identity = encode_face(g, models, photo, 960, 470)
-    positive, negative = flux_prompt(g, clip, PROMPT, 3.5, 1720, 0)
-    apply = apply_pulid(g, unet.out(0), models, identity, 1720, 470, weight=1.0, start_step=0)
-    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, 896, 1152, 20, 42,
-                                      "face_migration/flux1_dev_pulid")
-    face_similarity(g, models, photo, decode.out(0), 2460, 640)
-    return g.to_json()
+    return one_face_graph(g, "flux1-dev.safetensors", 3.5, (896, 1152), 20, "face_migration/flux1_dev_pulid",
+                          weight=1.0, start_step=0)
 
 
 @workflow("flux1_schnell_pulid_4steps", "FLUX.1-schnell + PuLID: 4 steps",
@@ -435,16 +441,8 @@ def build_schnell(g: Graph) -> dict:
         **guidance 4**, **id_weight 1** (Apply PuLID's weight), **id_timestep_start 0** (Apply PuLID's
         start_step in *steps* timing), 1024×1024. Compare it with the *remote_api_face_migration* workflow.
         Schnell ignores the negative prompt: keep cfg at 1.""", (0, 680), size=(520, 260), title="About")
-    unet, clip, vae = flux_loaders(g, "flux1-schnell.safetensors", 580, 0)
-    models = face_models(g, 580, 470)
-    photo = g.add("LoadImage", (960, 0), title="Reference photo", size=(340, 420), image=PHOTO)
-    identity = encode_face(g, models, photo, 960, 470)
-    positive, negative = flux_prompt(g, clip, PROMPT, 4.0, 1720, 0)
-    apply = apply_pulid(g, unet.out(0), models, identity, 1720, 470, weight=1.0, timing="steps", start_step=0)
-    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, 1024, 1024, 4, 42,
-                                      "face_migration/flux1_schnell_pulid")
-    face_similarity(g, models, photo, decode.out(0), 2460, 640)
-    return g.to_json()
+    return one_face_graph(g, "flux1-schnell.safetensors", 4.0, (1024, 1024), 4,
+                          "face_migration/flux1_schnell_pulid", weight=1.0, timing="steps", start_step=0)
 
 
 @workflow("flux1_dev_pulid_two_people", "Two people, two faces",
