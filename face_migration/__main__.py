@@ -13,6 +13,7 @@ COMMANDS = {
     "generate": (".remote.cli", "generate an image with a face through the MoArk / Gitee AI face-migration API"),
     "check-models": (".check_models", "check the model files ComfyUI needs for local PuLID-FLUX"),
     "convert-eva": (".face.convert_eva", "convert the EVA02-CLIP checkpoint to safetensors"),
+    "identity": (".pulid.identity_file", "show what a saved face identity file holds (identity info FILE)"),
 }
 EXIT_USAGE = 2
 PROG = "python -m face_migration"

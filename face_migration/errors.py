@@ -11,3 +11,7 @@ class ModelFileError(FaceMigrationError):
 
 class IncompatibleModelError(FaceMigrationError):
     """Two models (or a model and an identity) that do not fit together."""
+
+
+class IdentityFileError(ModelFileError):
+    """A saved face identity file (.safetensors in models/pulid_identities) is unreadable, corrupt or too large."""
