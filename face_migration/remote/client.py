@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 USER_AGENT = "comfyui-face-migration"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 CONNECT_TIMEOUT = 15.0
+QUOTE_LIMIT = 300  # characters of server text in a message
+QUOTE_SCAN = 4096  # characters of server text read for it (redacting megabytes would take seconds)
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ class FaceMigrationClient:
     def _transport_error(self, exc: BaseException | None, per_try: float, url: str) -> RemoteError:
         if isinstance(exc, requests.Timeout):
             return self._timeout_error(per_try, url)
-        detail = self.api_key.redact(_short(str(exc)))
+        detail = self._quote(str(exc))
         if isinstance(exc, requests.exceptions.SSLError):
             return RemoteConnectionError(
                 f"Secure connection to {_origin(url)} failed ({detail}). Check the endpoint URL and your "
@@ -218,7 +220,7 @@ class FaceMigrationClient:
 
     def _http_error(self, response: _Response, download: str | None) -> RemoteError:
         status = response.status
-        message = self.api_key.redact(_server_message(response.body))
+        message = self._quote(_server_message(response.body))
         said = f"HTTP {status}" + (f": {message}" if message else "")
         common = dict(status=status, server_message=message)
         if download:  # a result URL: our key is not involved
@@ -260,21 +262,32 @@ class FaceMigrationClient:
         document = _json_or_none(response.body)
         if document is None:  # raised outside the except: the decoder's error quotes the body, key and all
             raise BadResponseError(f"The server answered HTTP {response.status} but not with JSON "
-                                   f"({self.api_key.redact(_short(_text(response.body)))!r}). Check the "
-                                   f"endpoint URL.")
+                                   f"({self._quote(_text(response.body))!r}). Check the endpoint URL.")
         data = document.get("data") if isinstance(document, dict) else None
         if not isinstance(data, list) or not data:
-            message = self.api_key.redact(_message_in(document) or "")
+            message = self._quote(_message_in(document) or "")
             if message:
                 raise RequestRejectedError(f"The server returned no image: {message}", server_message=message)
             raise BadResponseError(f"The server's JSON has no non-empty 'data' list (keys: "
-                                   f"{sorted(document) if isinstance(document, dict) else type(document).__name__}).")
+                                   f"{self._keys(document)}).")
         for index, item in enumerate(data):
             if not isinstance(item, dict) or not (isinstance(item.get("b64_json"), str)
                                                   or isinstance(item.get("url"), str)):
-                keys = sorted(item) if isinstance(item, dict) else type(item).__name__
-                raise BadResponseError(f"data[{index}] has neither 'b64_json' nor 'url' (has {keys}).")
+                raise BadResponseError(f"data[{index}] has neither 'b64_json' nor 'url' (has {self._keys(item)}).")
         return data
+
+    def _quote(self, server_text: str) -> str:
+        """Server text fit for a one-line message. The key is redacted before the text is cut to length,
+        so no half echo is left that redaction would no longer recognise."""
+        words = server_text[:QUOTE_SCAN].split()
+        if len(server_text) > QUOTE_SCAN:
+            words = words[:-1]  # maybe cut at the scan limit; an echo of the key never holds a space
+        text = self.api_key.redact(" ".join(words))
+        return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + "..."
+
+    def _keys(self, document) -> str:
+        """The object keys a server sent, for a message; they are server text too (a key may be echoed)."""
+        return self._quote(str(sorted(document))) if isinstance(document, dict) else type(document).__name__
 
     def _image(self, item: dict, index: int, started: float) -> np.ndarray:
         what = f"data[{index}]"
@@ -284,8 +297,11 @@ class FaceMigrationClient:
         if url.startswith("data:"):
             return decode_image(_b64decode(url, f"{what}.url"), f"{what}.url")
         url = urljoin(self.url, url)
+        if self.api_key.redact(url) != url:  # fetching it would hand the key on, and urllib3 logs the URL
+            raise BadResponseError(f"{what}.url holds the API key ({self._quote(url)!r}); it was not fetched. "
+                                   f"The server is not behaving like the face-migration API; check the endpoint.")
         if urlsplit(url).scheme not in ("http", "https"):
-            raise BadResponseError(f"{what}.url is not an http(s) URL ({_short(url)!r}).")
+            raise BadResponseError(f"{what}.url is not an http(s) URL ({self._quote(url)!r}).")
         # Signed storage links live on other hosts: the key goes only to the API's own origin.
         headers = {"User-Agent": USER_AGENT}
         if _origin(url) == _origin(self.url):
@@ -365,7 +381,7 @@ def _message_in(document) -> str | None:
         elif isinstance(value, list):
             value = "; ".join(str(v.get("msg", v)) if isinstance(v, dict) else str(v) for v in value)
         if value:
-            return _short(str(value))
+            return str(value)
     return None
 
 
@@ -377,16 +393,11 @@ def _server_message(body: bytes) -> str:
     text = _text(body).strip()
     if text.startswith("<") or document in ({}, []):
         return ""  # an HTML error page or an empty document says nothing useful in one line
-    return _short(text)
+    return text
 
 
 def _text(body: bytes) -> str:
     return body.decode("utf-8", errors="replace")
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _origin(url: str) -> str:

@@ -3,9 +3,13 @@ and never printed: `ApiKey` hides its value from repr/str, and `redact` scrubs i
 reaches a message."""
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import os
+import re
 import stat
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 ENV_VARS = ("MOARK_API_KEY", "GITEE_AI_API_KEY")
 KEY_FILENAME = "moark_api_key.txt"  # in ComfyUI's user directory (ComfyUI/user/), outside every per-user folder
+REDACTED = "<API key>"
+MIN_BASE64_FRAGMENT = 8
 KEY_HELP = (f"Create a token at https://moark.ai (or https://ai.gitee.com/serverless-api), then set the "
             f"environment variable {ENV_VARS[0]} before starting ComfyUI, or save the token alone in "
             f"ComfyUI/user/{KEY_FILENAME}.")
@@ -31,7 +37,27 @@ class ApiKey:
     __str__ = __repr__
 
     def redact(self, text: str) -> str:
-        return text.replace(self.value, "<API key>") if text else text
+        """`text` with the key replaced by '<API key>', also where a server echoed it back changed in
+        letter case, percent-encoded, base64- or hex-encoded."""
+        return _echo_pattern(self.value).sub(REDACTED, text) if text else text
+
+
+@functools.lru_cache(maxsize=8)
+def _echo_pattern(value: str) -> re.Pattern:
+    raw = value.encode()
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), raw.hex(),
+             "".join(f"%{byte:02x}" for byte in raw)}
+    # In base64 the key's characters depend on where it starts in the encoded text (3 byte phases);
+    # keep, for each phase, only the characters made of the key's own bits.
+    for phase in range(3):
+        encoded = base64.b64encode(bytes(phase) + raw).decode()
+        start, end = -(-8 * phase // 6), 8 * (phase + len(raw)) // 6
+        fragment = encoded[start:end]
+        if len(fragment) >= MIN_BASE64_FRAGMENT:  # shorter runs would match innocent text
+            forms.update({fragment, fragment.translate(str.maketrans("+/", "-_"))})
+    # Longest first, so a form that contains another is replaced whole.
+    alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.compile(alternatives, re.IGNORECASE)
 
 
 def find_api_key(user_dir: str | os.PathLike | None = None, key_file: str | os.PathLike | None = None,

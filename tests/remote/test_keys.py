@@ -1,10 +1,12 @@
 """Key lookup order, file format, and that the key shows in no message or repr."""
+import base64
 import logging
 import os
+import urllib.parse
 
 import pytest
 
-from face_migration.remote import KEY_FILENAME, ApiKeyError, find_api_key
+from face_migration.remote import KEY_FILENAME, ApiKey, ApiKeyError, find_api_key
 from tests.remote.conftest import SECRET
 
 
@@ -79,3 +81,37 @@ def test_a_key_file_readable_by_others_gets_a_warning_without_the_key(tmp_path, 
     path.chmod(0o600)
     find_api_key(tmp_path, environ={})
     assert caplog.text == ""
+
+
+MIXED_CASE_KEY = "Fake-Test-Key+7Q2wx9ZK4m1P/8r3T6v0Y5b2N="  # '+', '/' and '=' change under percent-encoding
+
+
+def echoes(secret: str) -> dict:
+    """The key as a careless server might echo it back."""
+    raw = secret.encode()
+    return {
+        "lower-cased": secret.lower(), "upper-cased": secret.upper(),
+        "percent-encoded": urllib.parse.quote(secret, safe=""),
+        "percent-encoded, lower-case hex": urllib.parse.quote(secret, safe="").lower(),
+        "every byte percent-encoded": "".join(f"%{b:02X}" for b in raw),
+        "form-encoded": urllib.parse.quote_plus(secret),
+        "base64": base64.b64encode(raw).decode(),
+        "base64 of the header": base64.b64encode(b"Authorization: Bearer " + raw).decode(),
+        "base64 after one byte": base64.b64encode(b"k=" + raw + b"&x").decode(),
+        "url-safe base64": base64.urlsafe_b64encode(b"!" + raw).decode().rstrip("="),
+        "hex": raw.hex(), "upper-case hex": raw.hex().upper(),
+    }
+
+
+@pytest.mark.parametrize("secret", [SECRET, MIXED_CASE_KEY])
+def test_redact_catches_the_key_in_every_obvious_encoding(secret):
+    key = ApiKey(secret, "test")
+    for form, echo in echoes(secret).items():
+        text = key.redact(f'{{"detail": "{echo}"}}')
+        assert echo not in text and "<API key>" in text, form
+        assert text.startswith('{"detail": "') and text.endswith('"}'), form  # only the echo is replaced
+
+
+def test_redact_leaves_ordinary_text_and_a_short_key_alone():
+    assert ApiKey(SECRET, "test").redact("HTTP 500: internal error") == "HTTP 500: internal error"
+    assert ApiKey("K1", "test").redact("OK K1 done, k1") == "OK <API key> done, <API key>"
