@@ -15,3 +15,55 @@ class IncompatibleModelError(FaceMigrationError):
 
 class IdentityFileError(ModelFileError):
     """A saved face identity file (.safetensors in models/pulid_identities) is unreadable, corrupt or too large."""
+
+
+class NoFaceError(FaceMigrationError):
+    """A reference photo in which no face was found."""
+
+
+class ApiRequestError(FaceMigrationError):
+    """A request to the self-hosted face-migration route that is refused; `status` is the HTTP status the
+    route answers with (the hosted API's statuses), the message is the {"message": ...} it sends."""
+    status = 400
+
+
+class ApiTokenError(ApiRequestError):
+    """A missing or wrong Bearer token."""
+    status = 401
+
+
+class ApiNotConfiguredError(ApiRequestError):
+    """ComfyUI listens beyond this machine and no API token is set: the route refuses every request."""
+    status = 403
+
+
+class ApiImageTooLargeError(ApiRequestError):
+    """An uploaded image over the byte or pixel limit (refused before it is decoded)."""
+    status = 413
+
+
+class ApiNoFaceError(ApiRequestError):
+    """The uploaded image holds no face the pipeline can use."""
+    status = 422
+
+
+class ApiUnavailableError(ApiRequestError):
+    """The server cannot take the request now: models or template missing, or the queue is full."""
+    status = 503
+
+
+class ApiTemplateError(ApiUnavailableError):
+    """An API workflow template that cannot be used (bad JSON, unknown or misplaced placeholder)."""
+
+
+class InvalidInputError(FaceMigrationError):
+    """A node input holds a value the node cannot use (wrong shape, empty, NaN or infinite)."""
+
+
+class BatchMismatchError(FaceMigrationError):
+    """Per-image values (identities, masks) whose count does not fit the batch being sampled."""
+
+
+class ApiPromptFailedError(ApiRequestError):
+    """The request's prompt ran and failed (a node raised, or the template returned no image)."""
+    status = 500

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import FaceMigrationError, IncompatibleModelError
+from ..errors import FaceMigrationError, IncompatibleModelError, NoFaceError
 from ..pulid.identity import PulidIdentity, identity_from_embeddings
 from ..pulid.model import PulidFlux
 from .align import arcface_crop, ffhq_crop
@@ -109,13 +109,13 @@ def encode_reference(models: FaceModels, image: np.ndarray, order: str = "larges
         elif chosen is not None:
             landmarks, how = keypoints[chosen], "SCRFD keypoints (RetinaFace found no face)"
         else:
-            raise FaceMigrationError(f"No face was found in {label} (SCRFD and RetinaFace). Use a photo where "
-                                     "the face is clearly visible, frontal and at least about 64 pixels wide.")
+            raise NoFaceError(f"No face was found in {label} (SCRFD and RetinaFace). Use a photo where "
+                              "the face is clearly visible, frontal and at least about 64 pixels wide.")
     elif chosen is not None:
         landmarks, how = keypoints[chosen], "SCRFD keypoints (fast mode)"
     else:
-        raise FaceMigrationError(f"No face was found in {label}. Use a photo where the face is clearly visible, "
-                                 "frontal and at least about 64 pixels wide (or load RetinaFace for a second try).")
+        raise NoFaceError(f"No face was found in {label}. Use a photo where the face is clearly visible, "
+                          "frontal and at least about 64 pixels wide (or load RetinaFace for a second try).")
     crop512, _ = ffhq_crop(image, landmarks)
     if chosen is not None:
         arcface = models.recognizer.embed(arcface_crop(image, keypoints[chosen])[0][None])[0]
@@ -172,8 +172,8 @@ def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, imag
         if on_progress is not None:
             on_progress(i + 1, len(images))
     if not refs:
-        raise FaceMigrationError("No face was found in any reference image. Use photos where the face is "
-                                 "clearly visible, frontal and at least about 64 pixels wide.")
+        raise NoFaceError("No face was found in any reference image. Use photos where the face is "
+                          "clearly visible, frontal and at least about 64 pixels wide.")
     id_vector = torch.stack([r.id_vector for r in refs])
     hidden = [torch.stack([r.vit_hidden[s] for r in refs]) for s in range(len(refs[0].vit_hidden))]
     identity = identity_from_embeddings(pulid, fingerprint, id_vector, hidden, dtype=encoder_dtype)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FaceMigrationError
+from ..errors import FaceMigrationError, NoFaceError
 
 # largest-first with index 0 is the official choice (insightface's largest box).
 FACE_ORDERS = ("largest-first", "left-right", "right-left", "top-bottom")
@@ -37,7 +37,7 @@ def choose_face(boxes: np.ndarray, order: str = "largest-first", index: int = 0,
     in errors (e.g. "reference image 2")."""
     n = len(boxes)
     if n == 0:
-        raise FaceMigrationError(f"No face was found in {image_label}. Use a photo where the face is clearly "
+        raise NoFaceError(f"No face was found in {image_label}. Use a photo where the face is clearly "
                                  "visible, frontal and at least about 64 pixels wide.")
     if index < 0 or index >= n:
         raise FaceMigrationError(

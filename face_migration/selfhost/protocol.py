@@ -1,0 +1,128 @@
+"""The hosted request and answer, exactly: a multipart form (file `image`; fields `model`, `size`,
+`guidance_scale`, `num_inference_steps`, `id_weight`, `id_timestep_start`, `prompt`, optional `seed`) in,
+{"data": [{"b64_json": ...}], "created": ...} or {"message": ...} out. Ranges and sizes are the remote
+client's (remote/params.py), so both sides of the wire agree."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..errors import ApiImageTooLargeError, ApiRequestError
+from ..remote.params import DEFAULT_MODEL, DEFAULT_SIZE, MAX_SEED, RANGES, FaceMigrationParams
+
+IMAGE_FIELD = "image"
+TEXT_FIELDS = ("model", "size", *RANGES, "prompt", "seed")
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 25_000_000  # about 5000 x 5000
+# What Pillow may decode for us; the suffix the upload gets in ComfyUI's temp folder.
+IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
+
+
+@dataclass(frozen=True)
+class FaceMigrationRequest:
+    params: FaceMigrationParams  # seed always set: the server picks one when the request has none
+    image: bytes
+    image_suffix: str
+    width: int
+    height: int
+
+
+def check_upload_size(received: int) -> None:
+    """Called while the upload streams in, so an oversized body is refused before it is all read."""
+    if received > MAX_UPLOAD_BYTES:
+        raise ApiImageTooLargeError(f"image: the upload is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; send a "
+                                    f"smaller file (the face only needs about 1024 pixels on its long side)")
+
+
+def parse_request(fields: dict[str, list[str]], files: dict[str, list[bytes]]) -> FaceMigrationRequest:
+    """Validate a received form: `fields` are the text parts, `files` the file parts, by name, in order.
+    Raises ApiRequestError (400) naming every bad field, or ApiImageTooLargeError (413)."""
+    unknown = sorted((set(fields) - set(TEXT_FIELDS) - {IMAGE_FIELD}) | (set(files) - {IMAGE_FIELD}))
+    if unknown:
+        raise ApiRequestError(f"unknown field(s) {', '.join(unknown)}; the API accepts the file '{IMAGE_FIELD}' "
+                              f"and the fields {', '.join(TEXT_FIELDS)}")
+    repeated = sorted(name for name, values in [*fields.items(), *files.items()] if len(values) > 1)
+    if repeated:
+        raise ApiRequestError(f"field(s) {', '.join(repeated)} sent more than once; send each field once")
+    if IMAGE_FIELD in fields or IMAGE_FIELD not in files:
+        raise ApiRequestError(f"{IMAGE_FIELD}: missing; send the face photo as the multipart file field "
+                              f"'{IMAGE_FIELD}' (files={{'{IMAGE_FIELD}': (name, open(path, 'rb'))}} with requests)")
+    params = _params({name: values[0] for name, values in fields.items()})
+    image = files[IMAGE_FIELD][0]
+    check_upload_size(len(image))
+    suffix, width, height = inspect_image(image)
+    return FaceMigrationRequest(params, image, suffix, width, height)
+
+
+def _params(values: dict[str, str]) -> FaceMigrationParams:
+    problems, numbers = [], {}
+    for name, (_, _, default, integer) in RANGES.items():
+        numbers[name] = _number(name, values.get(name), default, integer, problems)
+    seed = _number("seed", values.get("seed"), None, True, problems)
+    if problems:
+        raise ApiRequestError("; ".join(problems))
+    params = FaceMigrationParams(prompt=values.get("prompt", ""), size=values.get("size", DEFAULT_SIZE),
+                                 model=values.get("model", DEFAULT_MODEL).strip(), seed=seed, **numbers)
+    problems = params.problems()
+    if problems:
+        raise ApiRequestError("; ".join(problems))
+    if seed is None:
+        params = dataclasses.replace(params, seed=random.randint(0, MAX_SEED))
+    return params
+
+
+def _number(name: str, text: str | None, default, integer: bool, problems: list[str]):
+    """A form value as a number; "4" and "4.0" are both 4 for whole-number fields (clients format numbers
+    differently). Range checks are FaceMigrationParams.problems()'s."""
+    if text is None or (name == "seed" and not text.strip()):
+        return default
+    try:
+        value = float(text.strip())
+    except ValueError:
+        problems.append(f"{name}: {text[:40]!r} is not a number")
+        return default
+    if not math.isfinite(value):
+        problems.append(f"{name}: {text[:40]!r} is not a finite number")
+        return default
+    if integer and value == int(value):
+        return int(value)
+    return value
+
+
+def inspect_image(data: bytes) -> tuple[str, int, int]:
+    """(suffix, width, height) of an upload. The pixel count is read from the header and checked before
+    any pixel is decoded; then the whole image is decoded once so a broken file is a 400 here rather than
+    a failed prompt later."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in IMAGE_FORMATS:
+                raise ApiRequestError(f"image: {image.format} files are not accepted; send "
+                                      f"{', '.join(IMAGE_FORMATS)}")
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ApiImageTooLargeError(f"image: {width}x{height} pixels is over the limit of "
+                                            f"{MAX_IMAGE_PIXELS} pixels; send a smaller image")
+            image.load()
+    except ApiRequestError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ApiRequestError(f"image: not a readable image ({type(exc).__name__}); send a PNG, JPEG or "
+                              f"WEBP photo") from None
+    return IMAGE_FORMATS[image.format], width, height
+
+
+def image_answer(images: list[bytes], created: float | None = None) -> dict:
+    """The hosted answer: one data item per image (PNG bytes)."""
+    return {"data": [{"b64_json": base64.b64encode(png).decode("ascii")} for png in images],
+            "created": int(time.time() if created is None else created)}
+
+
+def error_answer(error: ApiRequestError) -> tuple[int, dict]:
+    return error.status, {"message": str(error)}

@@ -1,0 +1,53 @@
+"""Token rules of the self-hosted route."""
+import pytest
+
+from face_migration.errors import ApiNotConfiguredError, ApiTokenError
+from face_migration.selfhost.access import (TOKEN_ENV, TOKEN_FILENAME, authorize, configured_token,
+                                            listens_beyond_loopback)
+
+TOKEN = "selfhost-test-token-3k9q-7m2x-5v8c"
+
+
+def test_token_from_the_environment_first_then_the_user_file(tmp_path):
+    assert configured_token(tmp_path, environ={}) is None
+    (tmp_path / TOKEN_FILENAME).write_text(f"  {TOKEN}\n")
+    assert configured_token(tmp_path, environ={}) == TOKEN
+    assert configured_token(tmp_path, environ={TOKEN_ENV: " other "}) == "other"
+    (tmp_path / TOKEN_FILENAME).write_text("\n")
+    assert configured_token(tmp_path, environ={}) is None
+
+
+@pytest.mark.parametrize("listen, beyond", [
+    ("127.0.0.1", False), ("localhost", False), ("::1", False), ("127.0.0.1,::1", False), ("[::1]", False),
+    ("0.0.0.0", True), ("0.0.0.0,::", True), ("192.168.1.20", True), ("127.0.0.1,10.0.0.5", True),
+    ("myhost.lan", True),
+])
+def test_what_counts_as_beyond_loopback(listen, beyond):
+    assert listens_beyond_loopback(listen) is beyond
+
+
+def test_no_token_on_loopback_lets_everyone_in(tmp_path):
+    authorize(None, None, False, tmp_path)
+    authorize("Bearer anything", None, False, tmp_path)
+
+
+def test_no_token_beyond_loopback_refuses_and_says_how_to_set_one(tmp_path):
+    with pytest.raises(ApiNotConfiguredError) as caught:
+        authorize("Bearer anything", None, True, tmp_path)
+    assert caught.value.status == 403
+    assert TOKEN_ENV in str(caught.value) and str(tmp_path / TOKEN_FILENAME) in str(caught.value)
+
+
+@pytest.mark.parametrize("header", [None, "", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer ",
+                                    f"Bearer {TOKEN[:-1]}"])
+def test_a_missing_or_wrong_token_is_a_401_that_never_shows_the_token(tmp_path, header):
+    for beyond in (False, True):
+        with pytest.raises(ApiTokenError) as caught:
+            authorize(header, TOKEN, beyond, tmp_path)
+        assert caught.value.status == 401
+        assert TOKEN[:-1] not in str(caught.value)  # neither the token nor what was sent
+
+
+def test_the_right_token_passes(tmp_path):
+    for header in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"  Bearer   {TOKEN} "):
+        authorize(header, TOKEN, True, tmp_path)

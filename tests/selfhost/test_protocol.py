@@ -1,0 +1,125 @@
+"""The hosted request parsed and checked as the route receives it, and the answers it sends."""
+import base64
+import io
+
+import pytest
+from PIL import Image, ImageFile
+
+from face_migration.errors import ApiImageTooLargeError, ApiRequestError
+from face_migration.remote.params import MAX_SEED, RANGES, SIZES
+from face_migration.selfhost import protocol
+from face_migration.selfhost.protocol import error_answer, image_answer, parse_request
+
+# The documented example's fields, as requests sends them (numbers become their str()).
+EXAMPLE = {"model": "flux-1-schnell", "size": "1024x1024", "guidance_scale": "4", "num_inference_steps": "4",
+           "id_weight": "1", "id_timestep_start": "0", "prompt": "Portrait painting, delicate sketch style"}
+
+
+def png(width=32, height=24, mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), 128 if mode != "RGB" else (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def form(image=None, **changes):
+    fields = {**EXAMPLE, **changes}
+    return ({k: [v] for k, v in fields.items() if v is not None}, {"image": [image or png()]})
+
+
+def test_the_documented_example_parses_to_its_values():
+    request = parse_request(*form())
+    p = request.params
+    assert (p.model, p.size, p.guidance_scale, p.num_inference_steps, p.id_weight, p.id_timestep_start) == \
+        ("flux-1-schnell", "1024x1024", 4, 4, 1, 0)
+    assert p.prompt == EXAMPLE["prompt"]
+    assert (request.image_suffix, request.width, request.height) == ("png", 32, 24)
+    assert 0 <= p.seed <= MAX_SEED  # none sent: the server picks one
+
+
+def test_defaults_are_the_hosted_schema_defaults_and_numbers_may_carry_a_decimal_point():
+    fields, files = form(size=None, guidance_scale=None, num_inference_steps="4.0", id_weight="1.5",
+                         id_timestep_start=None, model=None, seed="7")
+    p = parse_request(fields, files).params
+    assert (p.size, p.guidance_scale, p.model, p.seed) == ("1024x1024", RANGES["guidance_scale"][2], "flux-1-schnell", 7)
+    assert p.num_inference_steps == 4 and isinstance(p.num_inference_steps, int) and p.id_weight == 1.5
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"guidance_scale": "11"}, "guidance_scale: 11.0 is outside 1.0..10.0"),
+    ({"num_inference_steps": "2.5"}, "num_inference_steps: 2.5 must be a whole number"),
+    ({"id_weight": "heavy"}, "id_weight: 'heavy' is not a number"),
+    ({"id_weight": "nan"}, "id_weight: 'nan' is not a finite number"),
+    ({"size": "640x640"}, "size: '640x640' is not offered"),
+    ({"prompt": "  "}, "prompt: empty"),
+    ({"seed": "-3"}, "seed: -3 must be a whole number"),
+    ({"id_timestep_start": "4"}, "id_timestep_start: 4 is not below num_inference_steps"),
+    ({"response_format": "url"}, "unknown field(s) response_format"),
+])
+def test_a_bad_field_is_a_400_naming_it(changes, named):
+    with pytest.raises(ApiRequestError) as caught:
+        parse_request(*form(**changes))
+    assert type(caught.value) is ApiRequestError and caught.value.status == 400
+    assert named in str(caught.value)
+
+
+def test_every_offered_size_is_accepted():
+    for size in SIZES:
+        assert parse_request(*form(size=size)).params.width_height == tuple(map(int, size.split("x")))
+
+
+def test_image_missing_repeated_or_sent_as_text():
+    fields, _ = form()
+    with pytest.raises(ApiRequestError, match="image: missing"):
+        parse_request(fields, {})
+    with pytest.raises(ApiRequestError, match="image: missing"):
+        parse_request({**fields, "image": ["photo.png"]}, {})
+    with pytest.raises(ApiRequestError, match="image sent more than once"):
+        parse_request(fields, {"image": [png(), png()]})
+    with pytest.raises(ApiRequestError, match=r"unknown field\(s\) mask"):
+        parse_request(fields, {"image": [png()], "mask": [png()]})
+
+
+def test_an_upload_over_the_byte_limit_is_a_413(monkeypatch):
+    monkeypatch.setattr(protocol, "MAX_UPLOAD_BYTES", 1000)
+    with pytest.raises(ApiImageTooLargeError) as caught:
+        parse_request(*form(image=b"\0" * 1001))
+    assert caught.value.status == 413
+    protocol.check_upload_size(1000)  # at the limit: fine
+
+
+def test_too_many_pixels_is_a_413_before_any_pixel_is_decoded(monkeypatch):
+    huge = png(6000, 5000, mode="1")  # 30 M pixels, a few kB of PNG
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the image was decoded"))
+    with pytest.raises(ApiImageTooLargeError, match="6000x5000 pixels is over the limit of 25000000") as caught:
+        parse_request(*form(image=huge))
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize("data, named", [
+    (b"not an image at all", "not a readable image"),
+    (png()[:60], "not a readable image"),  # truncated: the header reads, the pixels do not
+])
+def test_an_unreadable_upload_is_a_400(data, named):
+    with pytest.raises(ApiRequestError, match=named) as caught:
+        parse_request(*form(image=data))
+    assert caught.value.status == 400
+
+
+def test_a_format_outside_the_list_is_a_400():
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PPM")
+    with pytest.raises(ApiRequestError, match="PPM files are not accepted"):
+        parse_request(*form(image=buffer.getvalue()))
+
+
+def test_jpeg_uploads_keep_their_suffix():
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="JPEG")
+    assert parse_request(*form(image=buffer.getvalue())).image_suffix == "jpg"
+
+
+def test_answers_have_the_hosted_shapes():
+    answer = image_answer([b"one", b"two"], created=1700000000.7)
+    assert answer == {"data": [{"b64_json": base64.b64encode(b"one").decode()},
+                               {"b64_json": base64.b64encode(b"two").decode()}], "created": 1700000000}
+    assert error_answer(ApiImageTooLargeError("image: too big")) == (413, {"message": "image: too big"})
