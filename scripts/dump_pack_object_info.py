@@ -1,12 +1,14 @@
-"""Write tests/fixtures/object_info.pack.json: this pack's node schemas as a real ComfyUI serves them.
+"""Write the node-schema snapshots the workflow tests validate against, as a real ComfyUI serves them.
 
     python scripts/dump_pack_object_info.py --comfyui /path/to/ComfyUI [--python /path/to/venv/bin/python]
+    python scripts/dump_pack_object_info.py --core --comfyui /path/to/ComfyUI [--python ...]
 
-Starts ComfyUI headless (CPU) with a temporary base directory that holds only this pack and EMPTY model
-folders, reads /object_info and keeps this pack's entries. Model-file combos therefore come out empty,
-which tests/workflow_validation.py relies on to recognise them. `python_module` is dropped (it depends on
-the folder name the pack was installed under). The workflow tests validate against this snapshot; an
-integration test compares it with the live server so it cannot go stale silently.
+Starts ComfyUI headless (CPU) with a temporary base directory that holds EMPTY model folders and, by
+default, only this pack: its entries go to tests/fixtures/object_info.pack.json, without `python_module`
+(it depends on the folder name the pack was installed under). With --core no custom node is installed and
+every entry goes to tests/fixtures/object_info.core.json. Model-file combos come out empty, which
+tests/workflow_validation.py relies on to recognise them. Integration tests compare both snapshots with
+the live server, so they cannot go stale silently.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUT = REPO / "tests" / "fixtures" / "object_info.pack.json"
+PACK_OUTPUT = REPO / "tests" / "fixtures" / "object_info.pack.json"
+CORE_OUTPUT = REPO / "tests" / "fixtures" / "object_info.core.json"
 PACK_DIR_NAME = "comfyui-face-migration"
 
 
@@ -37,12 +40,13 @@ def pack_entries(object_info: dict, pack_dir_name: str) -> dict:
     return dict(sorted(ours.items()))
 
 
-def fetch_object_info(comfyui: Path, python: str, timeout: float) -> tuple[dict, str]:
+def fetch_object_info(comfyui: Path, python: str, timeout: float, with_pack: bool = True) -> tuple[dict, str]:
     with tempfile.TemporaryDirectory(prefix="dump-object-info-") as tmp:
         base = Path(tmp)
         for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
             (base / sub).mkdir()
-        (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO)
+        if with_pack:
+            (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -71,16 +75,38 @@ def fetch_object_info(comfyui: Path, python: str, timeout: float) -> tuple[dict,
                 process.kill()
 
 
+def core_entries(object_info: dict) -> dict:
+    """ComfyUI's own entries (nodes, comfy_extras, comfy_api_nodes): everything no custom node registered."""
+    return {k: v for k, v in sorted(object_info.items())
+            if not v.get("python_module", "").startswith("custom_nodes.")}
+
+
+def write_snapshot(entries: dict, output: Path) -> None:
+    output.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(entries)} node schemas to {output}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comfyui", required=True, type=Path, help="ComfyUI folder (holds main.py)")
     parser.add_argument("--python", default=sys.executable, help="Python with ComfyUI's requirements")
-    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--core", action="store_true",
+                        help=f"dump ComfyUI's own nodes without this pack (default output {CORE_OUTPUT.name})")
+    parser.add_argument("--output", type=Path, help=f"default: {PACK_OUTPUT.name} or {CORE_OUTPUT.name}, "
+                                                    f"in {PACK_OUTPUT.parent}")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server")
     args = parser.parse_args()
     if not (args.comfyui / "main.py").is_file():
         parser.error(f"{args.comfyui} has no main.py")
-    info, log = fetch_object_info(args.comfyui.resolve(), args.python, args.timeout)
+    info, log = fetch_object_info(args.comfyui.resolve(), args.python, args.timeout, with_pack=not args.core)
+    if args.core:
+        # A core module whose dependency is missing (e.g. torchaudio for the audio nodes) is left out; the
+        # workflow tests only need the nodes the workflows use, so say so rather than fail.
+        for line in log.splitlines():
+            if "Cannot import" in line:
+                print(f"warning: not in the snapshot: {line.strip()}", file=sys.stderr)
+        write_snapshot(core_entries(info), args.output or CORE_OUTPUT)
+        return 0
     failed = [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_DIR_NAME in line]
     if failed:
         print("\n".join(failed) + "\n" + log[-4000:], file=sys.stderr)
@@ -93,8 +119,7 @@ def main() -> int:
     disabled = [line for line in log.splitlines() if "disabled:" in line]
     for line in disabled:  # a node module skipped for a missing dependency would silently shrink the snapshot
         print(f"warning: {line}", file=sys.stderr)
-    args.output.write_text(json.dumps(ours, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {len(ours)} node schemas to {args.output}: {', '.join(ours)}")
+    write_snapshot(ours, args.output or PACK_OUTPUT)
     return 1 if disabled else 0
 
 

@@ -1,7 +1,6 @@
 """The shipped workflows (workflows/*.json) against the core + pack node schemas, and the validator itself.
 
-Needs ../shared/comfyui/object_info.core.json beside the repository: without it these tests FAIL (CI
-always has it), they never skip."""
+The core schemas are tests/fixtures/object_info.core.json: without it these tests FAIL, they never skip."""
 import json
 from pathlib import Path
 

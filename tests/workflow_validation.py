@@ -1,7 +1,7 @@
 """Check UI-format (version 0.4) workflows against node schemas and convert them to API format.
 
-Schemas are /object_info entries: ComfyUI core from ../shared/comfyui/object_info.core.json (beside the
-repository) and this pack from tests/fixtures/object_info.pack.json (scripts/dump_pack_object_info.py).
+Schemas are /object_info entries: ComfyUI core from tests/fixtures/object_info.core.json and this pack from
+tests/fixtures/object_info.pack.json (both written by scripts/dump_pack_object_info.py, --core for the first).
 The checks mirror what ComfyUI's frontend does when it loads a workflow (node types, widget order,
 control-after-generate values) and what the server's validate_prompt does when it is queued (link types,
 required inputs, ranges, combo membership), plus the pack's own rules for model files (catalogue name,
@@ -17,7 +17,7 @@ from pathlib import Path
 from face_migration.catalog import MODEL_FILES
 
 REPO = Path(__file__).resolve().parents[1]
-CORE_SCHEMAS = REPO.parent / "shared" / "comfyui" / "object_info.core.json"
+CORE_SCHEMAS = REPO / "tests" / "fixtures" / "object_info.core.json"
 PACK_SCHEMAS = REPO / "tests" / "fixtures" / "object_info.pack.json"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -42,11 +42,10 @@ UPLOAD_KINDS = {"image_upload": "image", "video_upload": "video", "audio_upload"
 
 
 def load_schemas(core: Path = CORE_SCHEMAS, pack: Path = PACK_SCHEMAS) -> dict:
-    """Core + pack schemas. A missing core snapshot is an error, never a skip: CI always has shared/."""
+    """Core + pack schemas. A missing snapshot is an error, never a skip: both are in the repository."""
     if not core.is_file():
         raise FileNotFoundError(
-            f"core node schemas not found at {core}: the workflow tests need ../shared/comfyui/object_info.core.json "
-            f"beside the repository (CI clones shared/ there)")
+            f"core node schemas not found at {core}: run scripts/dump_pack_object_info.py --core --comfyui PATH")
     if not pack.is_file():
         raise FileNotFoundError(f"{pack} is missing: run scripts/dump_pack_object_info.py --comfyui PATH")
     schemas = json.loads(core.read_text())

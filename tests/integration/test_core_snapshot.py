@@ -1,0 +1,32 @@
+"""tests/fixtures/object_info.core.json, which the workflow tests validate against, is what the ComfyUI
+under test serves. Nodes the server has beyond the snapshot (custom nodes, or core modules whose optional
+dependency was missing when it was written, such as the audio nodes without torchaudio) are not checked."""
+import copy
+import json
+
+from tests.workflow_validation import CORE_SCHEMAS, input_specs
+
+REFRESH = "re-run scripts/dump_pack_object_info.py --core --comfyui PATH"
+
+
+def without_folder_listings(entry: dict, snapshot_entry: dict) -> dict:
+    """The entry with the options of every file-list combo removed. The snapshot was written with empty
+    folders, so a combo that lists nothing there is a folder listing; the live server lists its files."""
+    entry = copy.deepcopy(entry)
+    for spec in input_specs(snapshot_entry):
+        if spec.type == "COMBO" and not spec.options:
+            raw = entry["input"]["required" if spec.required else "optional"][spec.name]
+            if isinstance(raw[0], list):
+                raw[0] = []
+            else:
+                raw[1].pop("options", None)
+    return entry
+
+
+def test_core_snapshot_matches_the_live_server(comfy):
+    snapshot = json.loads(CORE_SCHEMAS.read_text())
+    live = comfy.object_info()
+    assert not sorted(set(snapshot) - set(live)), f"core nodes gone from this ComfyUI: {REFRESH}"
+    changed = [node_id for node_id, entry in snapshot.items()
+               if without_folder_listings(live[node_id], entry) != without_folder_listings(entry, entry)]
+    assert not changed, f"core nodes whose schema changed: {changed}: {REFRESH}"
