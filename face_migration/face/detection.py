@@ -156,6 +156,6 @@ class ScrfdDetector:
         return boxes[keep], kps[keep]
 
 
-def load_scrfd(path: str, providers: str = "auto") -> ScrfdDetector:
+def load_scrfd(path: str, providers: str = "auto", gpu_present: bool | None = None) -> ScrfdDetector:
     """Load scrfd_10g_bnkps.onnx on the chosen execution provider (see onnx_runtime.PROVIDER_CHOICES)."""
-    return ScrfdDetector(create_session(path, providers), path)
+    return ScrfdDetector(create_session(path, providers, gpu_present), path)

@@ -1,13 +1,17 @@
 """onnxruntime sessions for the antelopev2 face models, with an execution-provider choice.
 
 onnxruntime is imported inside the functions: ComfyUI loads the pack without it, and only the face
-loaders need it. A GPU provider that the installed onnxruntime does not offer falls back to the CPU
-with a warning that says how to fix the installation.
+loaders need it. "auto" follows the machine: without a GPU it is the CPU, quietly (asking onnxruntime
+for a GPU provider there only fills the log with CUDA errors); with a GPU it is the first GPU provider
+the installed onnxruntime offers. A GPU provider that cannot be used falls back to the CPU with a
+warning that says how to fix the installation.
 """
 from __future__ import annotations
 
 import logging
 from importlib import metadata
+
+import torch
 
 from ..errors import FaceMigrationError, ModelFileError
 
@@ -62,15 +66,24 @@ def installed_onnxruntime_wheels() -> list[str]:
     return found
 
 
-def resolve_providers(choice: str, available: list[str], installed_wheels: list[str] | tuple = ()
-                      ) -> tuple[list[str], str | None]:
+def torch_sees_gpu() -> bool:
+    """Whether this machine has a GPU torch can use (CUDA / ROCm, Apple MPS or Intel XPU)."""
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return (torch.cuda.is_available() or bool(mps and mps.is_available())
+            or bool(xpu and xpu.is_available()))
+
+
+def resolve_providers(choice: str, available: list[str], installed_wheels: list[str] | tuple = (), *,
+                      gpu_present: bool) -> tuple[list[str], str | None]:
     """onnxruntime provider list for a user choice (one of PROVIDER_CHOICES), given the providers the
-    installed onnxruntime offers. Returns (providers, warning); the warning is None when the choice
-    can be honoured, and otherwise names the fix."""
+    installed onnxruntime offers and whether the machine has a GPU. Returns (providers, warning); the
+    warning is None when the choice can be honoured (auto on a machine without a GPU is the CPU, as
+    asked), and otherwise names the fix."""
     if choice not in PROVIDER_CHOICES:
         raise FaceMigrationError(f"Unknown execution provider {choice!r}; expected one of {', '.join(PROVIDER_CHOICES)}.")
     cpu = [_PROVIDER_NAMES["CPU"]]
-    if choice == "CPU":
+    if choice == "CPU" or (choice == "auto" and not gpu_present):
         return cpu, None
     shadowed = (f"Several onnxruntime packages are installed ({', '.join(installed_wheels)}); they write the "
                 "same module and the last one installed wins, so keep only one.") if len(installed_wheels) > 1 else None
@@ -78,9 +91,9 @@ def resolve_providers(choice: str, available: list[str], installed_wheels: list[
         for gpu in _AUTO_ORDER:
             if _PROVIDER_NAMES[gpu] in available:
                 return [_PROVIDER_NAMES[gpu]] + cpu, None
-        # No GPU provider is fine on a CPU-only install; with two wheels it is the classic silent breakage.
-        return cpu, (f"The face models run on the CPU: the installed onnxruntime offers no GPU provider. "
-                     f"{shadowed} Fix for NVIDIA: {_INSTALL_FIX['CUDA']}.") if shadowed else None
+        return cpu, (f"This machine has a GPU, but the installed onnxruntime offers no GPU provider (only "
+                     f"{', '.join(available) or 'nothing'}), so the face models run on the CPU."
+                     f"{' ' + shadowed if shadowed else ''} Fix for NVIDIA: {_INSTALL_FIX['CUDA']}.")
     wanted = _PROVIDER_NAMES[choice]
     if wanted in available:
         return [wanted] + cpu, None
@@ -89,11 +102,14 @@ def resolve_providers(choice: str, available: list[str], installed_wheels: list[
     return cpu, warning + (f" {shadowed}" if shadowed else "")
 
 
-def create_session(path: str, providers: str = "auto"):
-    """An onnxruntime InferenceSession for the model file at path, on the chosen provider
-    (falls back to the CPU with a logged warning)."""
+def create_session(path: str, providers: str = "auto", gpu_present: bool | None = None):
+    """An onnxruntime InferenceSession for the model file at path, on the chosen provider (falls back
+    to the CPU with a logged warning). gpu_present: whether the machine has a GPU to use (ComfyUI's
+    device decides in the nodes); None asks torch."""
     ort = import_onnxruntime()
-    wanted, warning = resolve_providers(providers, ort.get_available_providers(), installed_onnxruntime_wheels())
+    gpu_present = torch_sees_gpu() if gpu_present is None else gpu_present
+    wanted, warning = resolve_providers(providers, ort.get_available_providers(), installed_onnxruntime_wheels(),
+                                        gpu_present=gpu_present)
     if warning:
         logger.warning(warning)
     options = ort.SessionOptions()
@@ -106,9 +122,10 @@ def create_session(path: str, providers: str = "auto"):
             "download it again.") from exc
     active = session.get_providers()
     if wanted[0] not in active:
-        # Listed but not started: typically the CUDA / cuDNN libraries onnxruntime-gpu needs are missing.
-        logger.warning(
-            "%s: onnxruntime could not start %s and runs on %s. Fix: install the CUDA and cuDNN versions your "
-            "onnxruntime build requires (see onnxruntime.ai, execution providers), or pick CPU.",
-            path, wanted[0], ", ".join(active))
+        # Listed but not started: without a GPU that is expected; with one, typically the CUDA / cuDNN
+        # libraries onnxruntime-gpu needs are missing.
+        fix = ("install the CUDA and cuDNN versions your onnxruntime build requires (see onnxruntime.ai, "
+               "execution providers), or pick CPU" if gpu_present else "no GPU was found on this machine: pick CPU")
+        logger.warning("%s: onnxruntime could not start %s and runs on %s. Fix: %s.",
+                       path, wanted[0], ", ".join(active), fix)
     return session

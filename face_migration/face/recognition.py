@@ -60,9 +60,9 @@ class ArcFaceRecognizer:
         return np.asarray(out, np.float32).reshape(len(blob), EMBEDDING_SIZE)
 
 
-def load_arcface(path: str, providers: str = "auto") -> ArcFaceRecognizer:
+def load_arcface(path: str, providers: str = "auto", gpu_present: bool | None = None) -> ArcFaceRecognizer:
     """Load glintr100.onnx on the chosen execution provider (see onnx_runtime.PROVIDER_CHOICES)."""
-    return ArcFaceRecognizer(create_session(path, providers), path)
+    return ArcFaceRecognizer(create_session(path, providers, gpu_present), path)
 
 
 def cosine_similarity(reference: np.ndarray, others: np.ndarray) -> np.ndarray:
