@@ -3,9 +3,9 @@
 Skipped unless COMFYUI_PATH points at a ComfyUI checkout (a folder with main.py). The server runs with
 COMFYUI_PYTHON (default: this interpreter), which needs torch and ComfyUI's requirements. One server is
 shared by the whole session; it gets a temporary --base-directory holding this pack and the test
-helper pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (COMFY_TINY_FLUX, or made
-with ../shared/comfyui/make_tiny_flux.py beside the repo) and tiny PuLID files in models/pulid; the
-`tiny_face` fixture adds the face models and test photos.
+helper pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (written by
+tests/make_tiny_flux.py, 1.1 GB; set COMFY_TINY_FLUX to such a file to reuse it) and tiny PuLID files in
+models/pulid; the `tiny_face` fixture adds the face models and test photos.
 
 Other settings: COMFYUI_EXTRA_ARGS (default "--cpu"), COMFYUI_START_TIMEOUT (s, default 180),
 COMFYUI_PROMPT_TIMEOUT (s, default 600).
@@ -35,7 +35,8 @@ TINY_FLUX_NAME = "tiny_flux.safetensors"
 PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
 PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit that FLUX
 
-sys.path.insert(0, str(REPO / "tests"))  # tiny_pulid.py
+sys.path.insert(0, str(REPO / "tests"))  # tiny_pulid.py, make_tiny_flux.py
+from make_tiny_flux import write_tiny_flux  # noqa: E402
 from tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
 
 
@@ -47,7 +48,8 @@ def _comfyui_path() -> Path | None:
 @pytest.fixture(scope="session", autouse=True)
 def _require_comfyui():
     if _comfyui_path() is None:
-        pytest.skip("integration tests need env COMFYUI_PATH set to a ComfyUI checkout (folder with main.py)")
+        pytest.skip("integration tests need env COMFYUI_PATH set to a ComfyUI checkout (folder with main.py) "
+                    "and COMFYUI_PYTHON to the Python that runs it (README, Tests)")
 
 
 def _free_port() -> int:
@@ -56,22 +58,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_flux(models: Path, python: str, comfyui: Path) -> None:
+def _tiny_flux(models: Path) -> None:
     target = models / "diffusion_models" / TINY_FLUX_NAME
     given = os.environ.get("COMFY_TINY_FLUX")
     if given:
         if not Path(given).is_file():
             pytest.fail(f"COMFY_TINY_FLUX={given} is not a file")
         target.symlink_to(Path(given).resolve())
-        return
-    generator = REPO.parent / "shared" / "comfyui" / "make_tiny_flux.py"
-    if not generator.is_file():
-        pytest.skip(f"no tiny FLUX: set COMFY_TINY_FLUX to a .safetensors file, or provide {generator}")
-    # --comfy-dir makes the generator check the file with ComfyUI's own model detection.
-    done = subprocess.run([python, str(generator), str(target), "--comfy-dir", str(comfyui)],
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        pytest.fail(f"make_tiny_flux.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    else:
+        write_tiny_flux(target)
 
 
 class ComfyServer:
@@ -145,27 +140,26 @@ class ComfyServer:
                 self.process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory) -> ComfyServer:
-    comfyui = _comfyui_path()
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    base = tmp_path_factory.mktemp("comfy_base")
+def install_packs(base: Path) -> None:
+    """A --base-directory with this pack and the test helper pack in custom_nodes/, no models."""
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models/diffusion_models", "models/pulid"):
         (base / sub).mkdir(parents=True)
     (base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
     (base / "custom_nodes" / HELPER_NAME).symlink_to(Path(__file__).resolve().parent / "helper_pack")
-    _tiny_flux(base / "models", python, comfyui)
-    pulid = base / "models" / "pulid"
-    write_tiny_pulid(pulid / PULID_FILE, TINY_CFG_FOR_COMPAT_FLUX, seed=0)
-    write_tiny_pulid(pulid / PULID_MISMATCH_FILE, dataclasses.replace(TINY_CFG_FOR_COMPAT_FLUX, num_ca=5), seed=0)
 
+
+def start_comfy(base: Path, listen: str = "127.0.0.1", env: dict | None = None) -> ComfyServer:
+    """Start ComfyUI on `base` (see install_packs) with --listen `listen` and extra environment variables,
+    and wait until it answers on 127.0.0.1; fails the test with the log tail if it does not."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     port = _free_port()
     log = base / "server.log"
     cmd = [python, "main.py", *shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "--cpu")),
-           "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+           "--listen", listen, "--port", str(port), "--disable-auto-launch",
            "--base-directory", str(base), "--database-url", f"sqlite:///{base}/user/comfyui.db"]
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(cmd, cwd=comfyui, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, cwd=_comfyui_path(), stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})})
     server = ComfyServer(f"http://127.0.0.1:{port}", base, log, process)
     try:
         deadline = time.monotonic() + float(os.environ.get("COMFYUI_START_TIMEOUT", 180))
@@ -183,11 +177,44 @@ def comfy(tmp_path_factory) -> ComfyServer:
                   if "IMPORT FAILED" in line and (PACK_NAME in line or HELPER_NAME in line)]
         if failed:
             pytest.fail("custom node import failed:\n" + "\n".join(failed) + "\n" + server.log_text()[-4000:])
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory) -> ComfyServer:
+    base = tmp_path_factory.mktemp("comfy_base")
+    install_packs(base)
+    _tiny_flux(base / "models")
+    pulid = base / "models" / "pulid"
+    write_tiny_pulid(pulid / PULID_FILE, TINY_CFG_FOR_COMPAT_FLUX, seed=0)
+    write_tiny_pulid(pulid / PULID_MISMATCH_FILE, dataclasses.replace(TINY_CFG_FOR_COMPAT_FLUX, num_ca=5), seed=0)
+    server = start_comfy(base)
+    try:
         yield server
     finally:
         server.stop()
         # The generated FLUX is 1.1 GB; pytest keeps the last temp dirs, so keep only the log.
         shutil.rmtree(base / "models", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def another_comfy(tmp_path_factory):
+    """Starts more servers with the packs and no models (e.g. another --listen or environment):
+    `another_comfy(listen="0.0.0.0", env={...})`; they stop after the test module."""
+    started = []
+
+    def start(listen: str = "127.0.0.1", env: dict | None = None) -> ComfyServer:
+        base = tmp_path_factory.mktemp("another_comfy_base")
+        install_packs(base)
+        started.append(start_comfy(base, listen, env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
