@@ -11,7 +11,7 @@ from comfy_api.v0_0_2 import ComfyExtension
 
 from .common import LOG_PREFIX, register_model_folders
 
-NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes")
+NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes")
 
 
 class FaceMigrationExtension(ComfyExtension):

@@ -24,7 +24,8 @@ PulidModel = io.Custom("FACE_MIGRATION_PULID_MODEL")
 PulidId = io.Custom("PULID_ID")
 
 # ComfyUI model folders this pack reads (clip already exists in core): name -> default sub-folder of models/.
-MODEL_FOLDERS = {"pulid": "pulid", "insightface": "insightface", "facexlib": "facexlib"}
+MODEL_FOLDERS = {"pulid": "pulid", "insightface": "insightface", "facexlib": "facexlib",
+                 "pulid_identities": "pulid_identities"}  # saved face identities (Save / Load Identity)
 
 
 def register_model_folders() -> None:

@@ -158,7 +158,7 @@ def test_malformed_header_is_refused(tmp_path):
     path = tmp_path / "odd.safetensors"
     header = b'{"cond": {"dtype": "F32"}}'
     path.write_bytes(len(header).to_bytes(8, "little") + header)
-    with pytest.raises(IdentityFileError, match="odd.safetensors.*malformed"):
+    with pytest.raises(IdentityFileError, match="odd.safetensors.*damaged safetensors header"):
         load_identity(str(path))
 
 
