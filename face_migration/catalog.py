@@ -68,6 +68,40 @@ MODEL_FILES: tuple[ModelFile, ...] = (
 
 BY_KEY = {m.key: m for m in MODEL_FILES}
 
+# ComfyUI's own FLUX files that the shipped workflows load with core nodes (UNETLoader, DualCLIPLoader,
+# VAELoader): the build script writes them into the workflows, check-models looks for them. Same sources
+# as ComfyUI's own FLUX templates.
+CORE_MODEL_FILES: tuple[ModelFile, ...] = (
+    ModelFile(
+        key="flux1_dev", filename="flux1-dev.safetensors", folder="diffusion_models", subdirs=("",),
+        url=f"{_HF}/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors",
+        licence="FLUX.1 [dev] Non-Commercial License", purpose="FLUX.1 [dev] diffusion model"),
+    ModelFile(
+        key="flux1_schnell", filename="flux1-schnell.safetensors", folder="diffusion_models", subdirs=("",),
+        url=f"{_HF}/Comfy-Org/flux1-schnell/resolve/main/flux1-schnell.safetensors",
+        licence="Apache-2.0", purpose="FLUX.1 [schnell] diffusion model"),
+    ModelFile(
+        key="clip_l", filename="clip_l.safetensors", folder="text_encoders", subdirs=("",),
+        url=f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        licence="MIT", purpose="CLIP-L text encoder for FLUX"),
+    ModelFile(
+        key="t5xxl_fp16", filename="t5xxl_fp16.safetensors", folder="text_encoders", subdirs=("",),
+        url=f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+        licence="Apache-2.0", purpose="T5-XXL text encoder for FLUX"),
+    ModelFile(
+        key="flux_ae", filename="ae.safetensors", folder="vae", subdirs=("",),
+        url=f"{_HF}/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
+        licence="Apache-2.0", purpose="FLUX VAE"),
+)
+
+# Files a pack node loads by itself (no file widget names them), by node id.
+NODE_MODEL_FILES = {"FaceMigration_FaceAnalysisLoader": ("scrfd", "glintr100")}
+
+
+def model_by_filename(name: str) -> ModelFile | None:
+    """The catalogue entry (pack or core) a file name belongs to, alternatives included."""
+    return next((m for m in MODEL_FILES + CORE_MODEL_FILES if name in (m.filename, *m.alternatives)), None)
+
 
 def find_in_folders(model: ModelFile, folder_roots: list[str]) -> str | None:
     """First existing path of the model (or an accepted alternative) under any of the folder's roots."""

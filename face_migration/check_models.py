@@ -1,23 +1,30 @@
-"""`check-models`: list every model file the pack uses and whether this ComfyUI has it.
+"""`check-models`: list every model file the pack and its shipped workflows use, whether this ComfyUI has
+it, and which workflow needs it.
 
 Folders are resolved as ComfyUI resolves them (models/<folder>, the legacy aliases, extra_model_paths.yaml)
 and files are looked up with the catalogue's own `find_in_folders`, so this command and the loaders'
-"not found" errors always agree."""
+"not found" errors always agree. Which workflow needs which file is read from the workflows' JSON files
+themselves (the loaders' file widgets), so the list cannot drift from what the workflows load."""
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
 
-from .catalog import MODEL_FILES, ModelFile, find_in_folders, missing_file_message
+from .catalog import (BY_KEY, CORE_MODEL_FILES, MODEL_FILES, NODE_MODEL_FILES, ModelFile, find_in_folders,
+                      missing_file_message, model_by_filename)
 
 # ComfyUI's legacy folder names and the core folders that have more than one default directory
 # (folder_paths.py); every other folder is models/<name>.
 LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
 DEFAULT_SUBDIRS = {"text_encoders": ("text_encoders", "clip"), "diffusion_models": ("unet", "diffusion_models")}
 HASH_CHUNK = 1 << 20
+WORKFLOWS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows")
+SKIPPED_MODES = (2, 4)  # muted or bypassed nodes load nothing
 
 
 def canonical_folder(name: str) -> str:
@@ -109,6 +116,26 @@ def build_folder_map(comfyui: str, extra_configs: list[str]) -> FolderMap:
     return FolderMap(os.path.join(comfyui, "models"), extra, notes)
 
 
+def workflow_needs(directory: str | None = None) -> dict[str, list[ModelFile]]:
+    """Shipped workflow name -> the catalogue files it loads: file names in its nodes' widgets, and the
+    files a pack node loads by itself."""
+    needs = {}
+    for path in sorted(glob.glob(os.path.join(directory or WORKFLOWS_DIR, "*.json"))):
+        with open(path, encoding="utf-8") as stream:
+            workflow = json.load(stream)
+        files: list[ModelFile] = []
+        for node in workflow.get("nodes", []):
+            if node.get("mode") in SKIPPED_MODES:
+                continue
+            values = node.get("widgets_values") or []
+            values = list(values.values()) if isinstance(values, dict) else values
+            found = [model_by_filename(v) for v in values if isinstance(v, str)]
+            found += [BY_KEY[key] for key in NODE_MODEL_FILES.get(node.get("type"), ())]
+            files += [m for m in found if m is not None and m not in files]
+        needs[os.path.splitext(os.path.basename(path))[0]] = files
+    return needs
+
+
 def sha256_of(path: str, progress) -> str:
     digest = hashlib.sha256()
     total = os.path.getsize(path) or 1
@@ -159,7 +186,8 @@ class Report:
         return self.path is not None and not self.problems
 
 
-def check_model(model: ModelFile, folders: FolderMap, hash_files: bool, progress_stream=None) -> Report:
+def check_model(model: ModelFile, folders: FolderMap, skip_hash: str | None, progress_stream=None) -> Report:
+    """skip_hash: why the SHA-256 is not computed, or None to compute it."""
     roots = folders.roots(model.folder)
     path = find_in_folders(model, roots)
     where = f"folder: {model.display_folder}   licence: {model.licence}"
@@ -174,8 +202,8 @@ def check_model(model: ModelFile, folders: FolderMap, hash_files: bool, progress
                         f"download. {model.download_hint()}")
         size_line += f"   MISMATCH: expected {model.size_bytes:,}"
     lines.append(size_line)
-    if not hash_files:
-        lines.append("sha256: not computed (--no-hash)")
+    if skip_hash:
+        lines.append(f"sha256: not computed ({skip_hash})")
     else:
         digest = sha256_of(path, Progress(os.path.basename(path), progress_stream))
         known = model.sha256 if is_catalogued_name else None
@@ -193,14 +221,19 @@ def check_model(model: ModelFile, folders: FolderMap, hash_files: bool, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("List every model file the pack uses: found or missing, size, SHA-256 against the "
-                          "published value, the folder it belongs in and where to download it.")
+    parser.description = ("List every model file the pack and its shipped workflows use: found or missing, "
+                          "size, SHA-256 against the published value, the folder it belongs in, where to "
+                          "download it and which workflow needs it. Exit status 1 when a required file of the "
+                          "pack (or, with --workflow, any file of those workflows) is missing or wrong.")
     parser.add_argument("--comfyui", metavar="PATH", default=None,
                         help="ComfyUI folder (default: $COMFYUI_PATH, else the ComfyUI this pack is installed in)")
     parser.add_argument("--extra-model-paths-config", metavar="YAML", action="append", default=[],
                         help="an extra_model_paths.yaml passed to ComfyUI with the same flag (repeatable); "
                              "<comfyui>/extra_model_paths.yaml is always read")
     parser.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of found files (fast)")
+    parser.add_argument("--workflow", metavar="NAME", action="append", default=[],
+                        help="check only the files this shipped workflow needs, all of them required "
+                             "(repeatable; a name from the pack's workflows/ folder, without .json)")
 
 
 def run(args: argparse.Namespace, out=None, err=None) -> int:
@@ -217,21 +250,49 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
     out.write(f"ComfyUI: {os.path.abspath(comfyui)}\n")
     for note in folders.notes:
         out.write(f"note: {note}\n")
-    failed = []
-    for model in MODEL_FILES:
-        report = check_model(model, folders, not args.no_hash, err)
+    needs = workflow_needs()
+    unknown = [name for name in args.workflow if name not in needs]
+    if unknown:
+        err.write(f"check-models: no shipped workflow named {', '.join(unknown)}; choose from: "
+                  f"{', '.join(needs)}.\n")
+        return 2
+    if args.workflow:
+        needs = {name: needs[name] for name in args.workflow}
+    in_workflows = [m for files in needs.values() for m in files]
+    checked = list(dict.fromkeys(in_workflows if args.workflow else [*MODEL_FILES, *in_workflows]))
+    failed, found = [], set()
+    for model in checked:
+        report = check_model(model, folders, _skip_hash_reason(model, args.no_hash), err)
         status = "ok" if report.ok else ("MISSING" if report.path is None else "PROBLEM")
-        need = "optional" if model.optional else "required"
+        required = bool(args.workflow) or (model in MODEL_FILES and not model.optional)
+        need = "required" if required else "optional" if model.optional else "used by workflows"
+        users = [name for name, files in needs.items() if model in files]
         out.write(f"\n[{status}] {model.filename} ({need}): {model.purpose}\n")
         for line in report.lines + report.problems:
             out.write(f"    {line}\n")
-        if not report.ok and not model.optional:
+        out.write(f"    workflows: {', '.join(users) if users else 'none of the shipped ones'}\n")
+        if report.ok:
+            found.add(model)
+        elif required:
             failed.append(model.filename)
+    out.write("\nShipped workflows:\n")
+    for name, files in needs.items():
+        missing = [m.filename for m in files if m not in found]
+        state = "needs no model file" if not files else f"missing {', '.join(missing)}" if missing else "ready"
+        out.write(f"    {name}: {state}\n")
     if failed:
         out.write(f"\n{len(failed)} required file(s) missing or wrong: {', '.join(failed)}\n")
         return 1
     out.write("\nAll required model files are in place.\n")
     return 0
+
+
+def _skip_hash_reason(model: ModelFile, no_hash: bool) -> str | None:
+    if no_hash:
+        return "--no-hash"
+    if model in CORE_MODEL_FILES and model.sha256 is None:  # gigabytes to read for nothing to compare with
+        return "a ComfyUI model with no published value recorded here"
+    return None
 
 
 if __name__ == "__main__":  # python -m face_migration.check_models

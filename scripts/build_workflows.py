@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from face_migration.catalog import BY_KEY  # noqa: E402
+from face_migration.catalog import BY_KEY, model_by_filename  # noqa: E402
 from tests.workflow_validation import (assert_valid, input_specs, load_schemas, models_directory,  # noqa: E402
                                  models_entry_name, widget_slots)
 
@@ -28,20 +28,6 @@ CORE_VERSION = "0.3.64"
 PACK_VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                     if line.startswith("version"))
 
-# Core FLUX files: name -> (url, ComfyUI folder, licence). Same sources as ComfyUI's own FLUX templates.
-_HF = "https://huggingface.co"
-CORE_MODELS = {
-    "flux1-dev.safetensors": (f"{_HF}/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors", "diffusion_models",
-                              "FLUX.1 [dev] Non-Commercial License"),
-    "flux1-schnell.safetensors": (f"{_HF}/Comfy-Org/flux1-schnell/resolve/main/flux1-schnell.safetensors",
-                                  "diffusion_models", "Apache-2.0"),
-    "clip_l.safetensors": (f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
-                           "text_encoders", "MIT"),
-    "t5xxl_fp16.safetensors": (f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
-                               "text_encoders", "Apache-2.0"),
-    "ae.safetensors": (f"{_HF}/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
-                       "vae", "Apache-2.0"),
-}
 
 # Link colours of ComfyUI's default palette, for the thumbnails.
 TYPE_COLOURS = {"MODEL": "#B39DDB", "CLIP": "#FFD500", "VAE": "#FF6E6E", "CONDITIONING": "#FFA931",
@@ -157,14 +143,10 @@ class Graph:
         for slot, value in zip(widget_slots(node.schema), node.widgets_values):
             if slot.role != "value" or not isinstance(value, str):
                 continue
-            if value in CORE_MODELS:
-                url, folder, _ = CORE_MODELS[value]
-                entries.append({"name": value, "url": url, "directory": folder})
-            else:
-                model = next((m for m in BY_KEY.values() if value in (models_entry_name(m), m.filename)), None)
-                if model is not None:
-                    entries.append({"name": models_entry_name(model), "url": model.url,
-                                    "directory": models_directory(model.folder)})
+            model = model_by_filename(value)
+            if model is not None:
+                entries.append({"name": models_entry_name(model), "url": model.url,
+                                "directory": models_directory(model.folder)})
         return entries
 
     def _order(self) -> dict[int, int]:
@@ -213,12 +195,8 @@ def model_note_lines(names: list[str]) -> str:
     """Markdown lines naming each file, its folder, source and licence."""
     lines = []
     for name in names:
-        if name in CORE_MODELS:
-            url, folder, licence = CORE_MODELS[name]
-            lines.append(f"- [{name}]({url}) → `models/{folder}/` ({licence})")
-        else:
-            model = BY_KEY[name]
-            lines.append(f"- [{model.filename}]({model.url}) → `{model.display_folder}/` ({model.licence})")
+        model = BY_KEY.get(name) or model_by_filename(name)
+        lines.append(f"- [{model.filename}]({model.url}) → `{model.display_folder}/` ({model.licence})")
     return "\n".join(lines)
 
 

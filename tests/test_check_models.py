@@ -3,12 +3,16 @@ import argparse
 import dataclasses
 import hashlib
 import io
+import json
 import os
+from pathlib import Path
 
 import pytest
 
 from face_migration import catalog, check_models
-from face_migration.catalog import BY_KEY, MODEL_FILES
+from face_migration.catalog import BY_KEY, CORE_MODEL_FILES, MODEL_FILES
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 
 def parse(argv):
@@ -191,3 +195,71 @@ def test_comfyui_path_defaults(tmp_path, monkeypatch):
 def test_not_a_folder(tmp_path):
     code, _, err = run(["--comfyui", str(tmp_path / "nope")])
     assert code == 2 and "is not a folder" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files of the shipped workflows (read from workflows/*.json)
+
+def shipped_workflows():
+    return {path.stem: json.loads(path.read_text()) for path in sorted(WORKFLOWS.glob("*.json"))}
+
+
+def test_flux_text_encoders_and_vae_are_checked_with_the_workflows_needing_them(comfy):
+    code, out, _ = run(["--comfyui", comfy, "--no-hash"])
+    dev = section(out, "flux1-dev.safetensors")
+    assert dev.startswith("[MISSING]") and "models/diffusion_models" in dev and "huggingface.co/Comfy-Org" in dev
+    assert "workflows: flux1_dev_pulid, flux1_dev_pulid_two_people\n" in dev + "\n"
+    for name in ("clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"):
+        text = section(out, name)
+        assert text.startswith("[MISSING]") and "local_vs_remote" in text and "flux1_schnell_pulid_4steps" in text
+    assert "    remote_api_face_migration: needs no model file" in out
+
+
+def test_every_file_a_shipped_workflow_names_is_checked():
+    """Each `models` entry and each catalogue file a workflow's widgets name is in that workflow's needs."""
+    needs = check_models.workflow_needs()
+    assert set(needs) == set(shipped_workflows())
+    for name, workflow in shipped_workflows().items():
+        needed = {m.filename for m in needs[name]}
+        assert {e["name"].split("/")[-1] for e in workflow["models"]} <= needed, name
+        if any(n["type"] == "FaceMigration_FaceAnalysisLoader" for n in workflow["nodes"]):
+            assert {"scrfd_10g_bnkps.onnx", "glintr100.onnx"} <= needed, name
+
+
+def test_needs_come_from_the_workflow_json(tmp_path):
+    workflow = {"nodes": [
+        {"type": "VAELoader", "mode": 0, "widgets_values": ["ae.safetensors"]},
+        {"type": "FaceMigration_FaceAnalysisLoader", "mode": 0, "widgets_values": ["auto"]},
+        {"type": "UNETLoader", "mode": 4, "widgets_values": ["flux1-dev.safetensors", "default"]},  # bypassed
+        {"type": "FaceMigration_EvaClipLoader", "widgets_values": {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt"}},
+        {"type": "CLIPTextEncode", "mode": 0, "widgets_values": ["a photo"]}]}
+    (tmp_path / "mine.json").write_text(json.dumps(workflow))
+    needs = check_models.workflow_needs(str(tmp_path))
+    assert [m.filename for m in needs["mine"]] == ["ae.safetensors", "scrfd_10g_bnkps.onnx", "glintr100.onnx",
+                                                   "EVA02_CLIP_L_336_psz14_s6B.pt"]
+
+
+def test_one_workflow_needs_all_its_files(comfy):
+    needs = check_models.workflow_needs()["flux1_schnell_pulid_4steps"]
+    paths = fill(comfy, needs)
+    code, out, _ = run(["--comfyui", comfy, "--no-hash", "--workflow", "flux1_schnell_pulid_4steps"])
+    assert code == 0, out
+    assert "flux1-dev.safetensors" not in out and "    flux1_schnell_pulid_4steps: ready" in out
+    os.remove(paths["flux1_schnell"])
+    code, out, _ = run(["--comfyui", comfy, "--no-hash", "--workflow", "flux1_schnell_pulid_4steps"])
+    assert code == 1 and section(out, "flux1-schnell.safetensors").startswith("[MISSING]")
+    assert "flux1_schnell_pulid_4steps: missing flux1-schnell.safetensors" in out
+
+
+def test_unknown_workflow_name(comfy):
+    code, _, err = run(["--comfyui", comfy, "--workflow", "nope"])
+    assert code == 2 and "no shipped workflow named nope" in err and "flux1_dev_pulid" in err
+
+
+def test_core_flux_files_are_not_hashed(comfy, monkeypatch):
+    fill(comfy, MODEL_FILES + CORE_MODEL_FILES)
+    hashed = []
+    monkeypatch.setattr(check_models, "sha256_of", lambda path, progress: hashed.append(path) or "0" * 64)
+    run(["--comfyui", comfy])
+    assert not [p for p in hashed if os.path.basename(p) in {m.filename for m in CORE_MODEL_FILES}]
+    assert len(hashed) == len(MODEL_FILES)
