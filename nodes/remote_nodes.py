@@ -57,7 +57,8 @@ class MoArkFaceMigration(io.ComfyNode):
                 "face-migration API (PuLID-FLUX, flux-1-schnell); no local GPU needed. One paid request per "
                 f"input image. API key: environment variable {ENV_VARS[0]} (or {ENV_VARS[1]}) before starting "
                 f"ComfyUI, or a file ComfyUI/user/{KEY_FILENAME} holding only the token. Never type the key "
-                "into a widget: workflows and saved PNGs would carry it."),
+                "into a widget: workflows and saved PNGs would carry it. An error says when a failed request "
+                "may have been billed."),
             inputs=[
                 io.Image.Input("image", tooltip="Face reference photo(s). One request per image in the batch; "
                                                 f"images larger than {DEFAULT_MAX_UPLOAD_SIDE} px are "
@@ -100,9 +101,14 @@ class MoArkFaceMigration(io.ComfyNode):
                                         "for this machine or a private network). "
                                         "/v1/images/face-migration is appended."),
                 io.Float.Input("timeout", default=180.0, min=10.0, max=1800.0, step=10.0,
-                               tooltip="Seconds to wait for one answer. Busy servers are retried (429, 5xx, "
-                                       "network errors) with growing pauses, at most 4 tries and 10 minutes "
-                                       "(or 3 timeouts, if longer) in all."),
+                               tooltip="Seconds to wait for one answer. A request the server cannot have "
+                                       "started (no connection; HTTP 408, 429, 502, 503, 504) is sent again "
+                                       "with growing pauses, at most 4 tries and 10 minutes (or 3 timeouts, "
+                                       "if longer) in all."),
+                io.Boolean.Input("retry_timeouts", default=False, optional=True,
+                                 tooltip="Off: a request that timed out or broke after it was sent is not sent "
+                                         "again, since the server may still be working on it and bill it. On: "
+                                         "it is sent again like a busy server's; each try may be billed."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The generated images, one (or more, if "
                                                                     "the API returns several) per input image.")],
@@ -118,7 +124,7 @@ class MoArkFaceMigration(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, prompt, size, guidance_scale, num_inference_steps, id_weight, id_timestep_start, seed,
-                model, endpoint, custom_base_url, timeout):
+                model, endpoint, custom_base_url, timeout, retry_timeouts=False):
         params = FaceMigrationParams(prompt=prompt, size=size, guidance_scale=guidance_scale,
                                      num_inference_steps=num_inference_steps, id_weight=id_weight,
                                      id_timestep_start=id_timestep_start, seed=widget_seed(seed),
@@ -140,7 +146,8 @@ class MoArkFaceMigration(io.ComfyNode):
             _send_text(f"{batch_note}waiting for MoArk {elapsed:.0f} s{try_note}", node_id)
 
         client = FaceMigrationClient(key, url, timeout=timeout,
-                                     retry=RetryPolicy(max_total_time=max(RetryPolicy.max_total_time, 3 * timeout)),
+                                     retry=RetryPolicy(max_total_time=max(RetryPolicy.max_total_time, 3 * timeout),
+                                                       retry_timeouts=retry_timeouts),
                                      should_cancel=_should_cancel, on_progress=on_progress)
         started = time.monotonic()
         batch = client.generate_batch(image.cpu().numpy(), params, on_image=on_image)

@@ -22,8 +22,9 @@ DESCRIPTION = ("Generate an image with the face from --image, described by --pro
                "Gitee AI face-migration API.")
 EPILOG = (f"API key: --key-file, else the environment variable {ENV_VARS[0]} (or {ENV_VARS[1]}), else "
           f"ComfyUI/user/{KEY_FILENAME} when this pack sits in ComfyUI/custom_nodes. The key is never "
-          f"taken as an argument (shell history would keep it). Exit status: 0 ok, 1 API or network "
-          f"error, 2 bad arguments / unreadable image / no key (nothing sent), 130 interrupted.")
+          f"taken as an argument (shell history would keep it). Each request is billed by the service; a "
+          f"message says when a failed one may have been. Exit status: 0 ok, 1 API or network error, 2 bad "
+          f"arguments / unreadable image / no key (nothing sent), 130 interrupted.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for one answer "
                                                                       "(default %(default)s)")
     parser.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts,
-                        help="tries on 408/429/5xx/network errors (default %(default)s)")
+                        help="tries while the server cannot have started the work: no connection, or HTTP "
+                             "408, 429, 502, 503, 504 (default %(default)s)")
+    parser.add_argument("--retry-timeouts", action="store_true",
+                        help="also send the request again after a read timeout or a broken answer; the "
+                             "server may have been working on it, so each try may be billed")
     parser.add_argument("--max-total-time", type=float, default=RetryPolicy.max_total_time,
                         help="seconds for all tries and waits together (default %(default)s)")
     parser.add_argument("--max-upload-side", type=int, default=DEFAULT_MAX_UPLOAD_SIDE,
@@ -86,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     client = FaceMigrationClient(key, args.endpoint, timeout=args.timeout, max_upload_side=args.max_upload_side,
-                                 retry=RetryPolicy(max_attempts=args.max_attempts, max_total_time=args.max_total_time),
+                                 retry=RetryPolicy(max_attempts=args.max_attempts, max_total_time=args.max_total_time,
+                                                   retry_timeouts=args.retry_timeouts),
                                  on_progress=progress)
     try:
         images = client.generate(image, params)

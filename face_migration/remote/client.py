@@ -2,9 +2,15 @@
 
 Each HTTP request runs in a worker thread while the caller's thread waits in short steps, so a cancel
 (`should_cancel()`) is noticed within `poll_interval` seconds and `on_progress(elapsed_s, attempt)` can
-show the wait. Failures are retried (408, 429, 5xx, connection errors, timeouts) with exponential
-backoff and jitter, at least as long as the server's Retry-After, bounded in tries and in total time.
-Errors never carry the key: server text is redacted and exceptions are raised without chaining."""
+show the wait.
+
+Every request is paid, so one is sent again only when the server cannot have started the work: no
+connection was made (refused, connect timeout, name not found), or the answer was 408, 429, 502, 503
+or 504. Tries are spaced by exponential backoff with jitter, at least the server's Retry-After, and
+bounded in number and in total time. A read timeout or a broken answer after the request went out is
+sent again only with `RetryPolicy(retry_timeouts=True)`. An error of a call that may have been billed
+says so (and has `maybe_billed`). Errors never carry the key: server text is redacted and exceptions
+are raised without chaining."""
 from __future__ import annotations
 
 import base64
@@ -23,6 +29,8 @@ from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import requests
+import urllib3
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .errors import (ApiKeyError, BadResponseError, InvalidParameterError, RateLimitError, RemoteCancelled,
                      RemoteConnectionError, RemoteError, RemoteTimeoutError, RequestRejectedError, ServerError)
@@ -37,6 +45,15 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 CONNECT_TIMEOUT = 15.0
 QUOTE_LIMIT = 300  # characters of server text in a message
 QUOTE_SCAN = 4096  # characters of server text read for it (redacting megabytes would take seconds)
+# The server or a gateway did not take the request on: safe to send again.
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+# Refusals of the request itself (key, payment, access, route, upload size): nothing ran, nothing billed.
+REFUSED_STATUSES = frozenset({401, 402, 403, 404, 413})
+BILLED_NOTE = ("The server may have started the work, so the request may have been billed; check the usage "
+               "log of your account before running it again.")
+RETRY_TIMEOUTS_HINT = ("It was not sent again because the server may still be working on it. To send it again "
+                       "automatically (each try may be billed), use --retry-timeouts on the command line or "
+                       "the node's retry_timeouts option.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,7 @@ class RetryPolicy:
     base_delay: float = 1.0
     max_delay: float = 30.0
     max_total_time: float = 600.0  # seconds for the whole call, all tries and waits included
+    retry_timeouts: bool = False  # also send again after a read timeout or a broken answer (may bill twice)
 
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Delay before retry number `retry` (1-based): doubling, capped, the upper half jittered."""
@@ -57,6 +75,26 @@ class _Response:
     status: int
     headers: dict = field(repr=False)
     body: bytes = field(repr=False)
+
+
+@dataclass
+class _Call:
+    """One generate() call: when it started and whether any of its requests may have been billed."""
+    started: float
+    maybe_billed: bool = False
+
+
+class _Exchange:
+    """One try, seen by the worker thread and the waiting thread: whether the request began to go out
+    (from then on the server may have started the paid work)."""
+
+    def __init__(self):
+        self.sending_started = False
+        self.untracked = False  # a SOCKS proxy: its connections cannot be watched, so assume sent
+
+    @property
+    def may_have_reached_server(self) -> bool:
+        return self.sending_started or self.untracked
 
 
 class FaceMigrationClient:
@@ -92,15 +130,17 @@ class FaceMigrationClient:
         png, (width, height) = encode_upload(image, self.max_upload_side)
         logger.info("face migration: %dx%d PNG upload (%d KB) to %s, size %s", width, height, len(png) // 1024,
                     self.url, params.size)
-        started = time.monotonic()
-        headers = {**self._auth_header(), "User-Agent": USER_AGENT, "Accept": "application/json"}
-        request = dict(method="POST", url=self.url, headers=headers,
-                       files=[("image", ("face.png", png, "image/png"))], data=params.form_fields())
-        response = self._call(request, started)
-        items = self._items(response)
-        images = [self._image(item, index, started) for index, item in enumerate(items)]
-        logger.info("face migration: %d image(s) in %.1f s", len(images), time.monotonic() - started)
-        return images
+        call = _Call(time.monotonic())
+        try:
+            images = self._request(png, params, call)
+        except RemoteError as error:
+            if not call.maybe_billed:
+                raise
+            failure = _amended(error, BILLED_NOTE, maybe_billed=True)
+        else:
+            logger.info("face migration: %d image(s) in %.1f s", len(images), time.monotonic() - call.started)
+            return images
+        raise failure  # outside the except block, so no exception is chained to it
 
     def generate_batch(self, images, params: FaceMigrationParams,
                        on_image: Callable[[int], None] | None = None) -> np.ndarray:
@@ -125,9 +165,18 @@ class FaceMigrationClient:
         # Never a Content-Type: requests writes multipart/form-data with its boundary.
         return {"Authorization": f"Bearer {self.api_key.value}"}
 
-    def _call(self, request: dict, started: float, download: str | None = None) -> _Response:
-        """The 2xx response of the API request, or of downloading the result `download` names."""
-        deadline = started + self.retry.max_total_time
+    def _request(self, png: bytes, params: FaceMigrationParams, call: _Call) -> list[np.ndarray]:
+        headers = {**self._auth_header(), "User-Agent": USER_AGENT, "Accept": "application/json"}
+        request = dict(method="POST", url=self.url, headers=headers,
+                       files=[("image", ("face.png", png, "image/png"))], data=params.form_fields())
+        response = self._call(request, call)
+        items = self._items(response)
+        return [self._image(item, index, call) for index, item in enumerate(items)]
+
+    def _call(self, request: dict, call: _Call, download: str | None = None) -> _Response:
+        """The 2xx response of the API request, or of downloading the result `download` names (a GET
+        that bills nothing, so it is always safe to repeat)."""
+        deadline = call.started + self.retry.max_total_time
         attempt = 0
         while True:
             attempt += 1
@@ -135,58 +184,69 @@ class FaceMigrationClient:
             if per_try <= 0:
                 raise RemoteTimeoutError(f"The {self.retry.max_total_time:.0f} s limit for the whole call was "
                                          f"reached. Raise it if the service is slow.")
-            outcome = self._one_try(request, per_try, attempt, started)
-            if isinstance(outcome, _Response) and 200 <= outcome.status < 300:
-                return outcome
+            outcome = self._one_try(request, per_try, attempt, call, download)
+            if isinstance(outcome, _Response):
+                if download is None and outcome.status not in RETRY_STATUSES | REFUSED_STATUSES:
+                    call.maybe_billed = True
+                if 200 <= outcome.status < 300:
+                    return outcome
             error = outcome if isinstance(outcome, RemoteError) else self._http_error(outcome, download)
             if not error.retryable:
                 raise error
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - call.started
             if attempt >= self.retry.max_attempts:
-                raise _gave_up(error, f"Gave up after {attempt} tries in {elapsed:.0f} s.")
+                raise _amended(error, f"Gave up after {attempt} tries in {elapsed:.0f} s.")
             delay = self.retry.backoff(attempt, self.rng)
             retry_after = _retry_after(outcome.headers) if isinstance(outcome, _Response) else None
             if retry_after is not None:
                 delay = max(delay, retry_after)
             if time.monotonic() + delay >= deadline - 0.05:
-                raise _gave_up(error, f"Gave up after {attempt} tries in {elapsed:.0f} s: the next try "
+                raise _amended(error, f"Gave up after {attempt} tries in {elapsed:.0f} s: the next try "
                                       f"(in {delay:.0f} s) would pass the {self.retry.max_total_time:.0f} s limit.")
-            logger.warning("Try %d of %d failed: %s Trying again in %.3g s.", attempt, self.retry.max_attempts,
-                           error, delay)
-            self._wait(delay, started, attempt)
+            billed_note = " It may have been billed." if error.maybe_billed else ""
+            logger.warning("Try %d of %d failed: %s%s Trying again in %.3g s.", attempt, self.retry.max_attempts,
+                           error, billed_note, delay)
+            self._wait(delay, call, attempt)
 
-    def _one_try(self, request: dict, per_try: float, attempt: int, started: float) -> _Response | RemoteError:
+    def _one_try(self, request: dict, per_try: float, attempt: int, call: _Call,
+                 download: str | None) -> _Response | RemoteError:
         """The response (any status) or the error of one try; never raises except on cancel."""
         box: dict = {}
-        worker = threading.Thread(target=_perform, args=(request, per_try, box), daemon=True,
+        exchange = _Exchange()
+        worker = threading.Thread(target=_perform, args=(request, per_try, exchange, box), daemon=True,
                                   name="face-migration-http")
         try_start = time.monotonic()
         worker.start()
-        self._report(started, attempt, force=True)
+        self._report(call.started, attempt, force=True)
         while worker.is_alive():
             worker.join(self.poll_interval)
-            self._check_cancel(started, attempt)
-            self._report(started, attempt)
+            self._check_cancel(call, attempt, exchange)
+            self._report(call.started, attempt)
             # requests' read timeout is per socket read; this bounds the whole try
             if worker.is_alive() and time.monotonic() - try_start > per_try + 1.0:
-                return self._timeout_error(per_try, request["url"])
+                break
         if "response" in box:
             return box["response"]
-        return self._transport_error(box.get("error"), per_try, request["url"])
+        started_work = download is None and exchange.may_have_reached_server
+        call.maybe_billed |= started_work
+        if worker.is_alive():
+            return self._timeout_error(per_try, request["url"], started_work)
+        return self._transport_error(box.get("error"), per_try, request["url"], started_work)
 
-    def _wait(self, delay: float, started: float, attempt: int) -> None:
+    def _wait(self, delay: float, call: _Call, attempt: int) -> None:
         remaining = delay
         while remaining > 0:
             step = min(self.poll_interval, remaining)
             self.sleep(step)
             remaining -= step
-            self._check_cancel(started, attempt)
-            self._report(started, attempt)
+            self._check_cancel(call, attempt)
+            self._report(call.started, attempt)
 
-    def _check_cancel(self, started: float, attempt: int) -> None:
+    def _check_cancel(self, call: _Call, attempt: int, exchange: _Exchange | None = None) -> None:
         if self.should_cancel():
-            raise RemoteCancelled(f"Cancelled after {time.monotonic() - started:.1f} s (try {attempt}); the "
-                                  f"server may still finish and bill this request.")
+            # A request on its way may still be finished, and billed, by the server.
+            call.maybe_billed |= exchange is not None and exchange.may_have_reached_server
+            raise RemoteCancelled(f"Cancelled after {time.monotonic() - call.started:.1f} s (try {attempt}).")
 
     def _report(self, started: float, attempt: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -196,27 +256,39 @@ class FaceMigrationClient:
 
     # ---- errors -----------------------------------------------------------------------------------------
 
-    def _timeout_error(self, per_try: float, url: str) -> RemoteTimeoutError:
+    def _timeout_error(self, per_try: float, url: str, started_work: bool) -> RemoteTimeoutError:
+        """No (whole) answer in time. `started_work`: the request went out, so the server may be busy
+        with it, and a second try could be billed again."""
+        hint = f" {RETRY_TIMEOUTS_HINT}" if started_work and not self.retry.retry_timeouts else ""
         return RemoteTimeoutError(
             f"No answer from {_origin(url)} within {per_try:g} s. Raise the timeout if the service is "
-            f"busy, or check your network.", retryable=True)
+            f"busy, or check your network.{hint}", retryable=not started_work or self.retry.retry_timeouts,
+            maybe_billed=started_work)
 
-    def _transport_error(self, exc: BaseException | None, per_try: float, url: str) -> RemoteError:
-        if isinstance(exc, requests.Timeout):
-            return self._timeout_error(per_try, url)
+    def _transport_error(self, exc: BaseException | None, per_try: float, url: str,
+                         started_work: bool) -> RemoteError:
+        if isinstance(exc, requests.ReadTimeout):
+            return self._timeout_error(per_try, url, started_work)
         detail = self._quote(str(exc))
         if isinstance(exc, requests.exceptions.SSLError):
             return RemoteConnectionError(
                 f"Secure connection to {_origin(url)} failed ({detail}). Check the endpoint URL and your "
-                f"system's certificates (a proxy may be intercepting TLS).")
+                f"system's certificates (a proxy may be intercepting TLS).", maybe_billed=started_work)
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            if not started_work:  # refused, connect timeout, name not found: nothing reached the server
+                return RemoteConnectionError(
+                    f"Could not reach {_origin(url)} ({detail}). Check your internet connection, proxy "
+                    f"settings and the endpoint URL.", retryable=True)
+            hint = "" if self.retry.retry_timeouts else f" {RETRY_TIMEOUTS_HINT}"
             return RemoteConnectionError(
-                f"Could not reach {_origin(url)} ({detail}). Check your internet connection, proxy "
-                f"settings and the endpoint URL.", retryable=True)
+                f"The connection to {_origin(url)} broke after the request was sent ({detail}).{hint}",
+                retryable=self.retry.retry_timeouts, maybe_billed=True)
         if isinstance(exc, _TooLarge):
             return BadResponseError(f"The answer from {_origin(url)} is larger than "
-                                    f"{MAX_RESPONSE_BYTES // 2**20} MB; this is not a face-migration response.")
-        return RemoteError(f"Request to {_origin(url)} failed: {type(exc).__name__}: {detail}")
+                                    f"{MAX_RESPONSE_BYTES // 2**20} MB; this is not a face-migration response.",
+                                    maybe_billed=started_work)
+        return RemoteError(f"Request to {_origin(url)} failed: {type(exc).__name__}: {detail}",
+                           maybe_billed=started_work)
 
     def _http_error(self, response: _Response, download: str | None) -> RemoteError:
         status = response.status
@@ -250,7 +322,7 @@ class FaceMigrationClient:
                                   **common)
         if status == 408 or status >= 500:
             return ServerError(f"The face-migration service failed ({said}). It may be overloaded or down; "
-                               f"try again later.", retryable=True, **common)
+                               f"try again later.", retryable=status in RETRY_STATUSES, **common)
         if 400 <= status < 500:
             return RequestRejectedError(f"The server rejected the request ({said}). Fix the input it "
                                         f"names and run again.", **common)
@@ -289,7 +361,7 @@ class FaceMigrationClient:
         """The object keys a server sent, for a message; they are server text too (a key may be echoed)."""
         return self._quote(str(sorted(document))) if isinstance(document, dict) else type(document).__name__
 
-    def _image(self, item: dict, index: int, started: float) -> np.ndarray:
+    def _image(self, item: dict, index: int, call: _Call) -> np.ndarray:
         what = f"data[{index}]"
         if isinstance(item.get("b64_json"), str):
             return decode_image(_b64decode(item["b64_json"], f"{what}.b64_json"), f"{what}.b64_json")
@@ -307,7 +379,7 @@ class FaceMigrationClient:
         if _origin(url) == _origin(self.url):
             headers.update(self._auth_header())
         where = f"the result image from {_origin(url)}{urlsplit(url).path}"  # no query: it may hold a signature
-        response = self._call(dict(method="GET", url=url, headers=headers), started, download=where)
+        response = self._call(dict(method="GET", url=url, headers=headers), call, download=where)
         return decode_image(response.body, f"{what}.url ({where})")
 
 
@@ -315,10 +387,52 @@ class _TooLarge(Exception):
     pass
 
 
-def _perform(request: dict, per_try: float, box: dict) -> None:
+class _TrackedConnection:
+    """Mixed into urllib3's connection classes: marks the exchange once connected (TLS included), as
+    the request goes out right after."""
+    exchange: _Exchange
+
+    def connect(self):
+        super().connect()
+        self.exchange.sending_started = True
+
+
+class _TrackingAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with connections that report to one try's exchange (also through an HTTP(S)
+    proxy; a SOCKS proxy has its own connection classes, so the exchange counts as sent there)."""
+
+    def __init__(self, exchange: _Exchange):
+        self.exchange = exchange
+        self.pool_classes = {scheme: _tracked_pool(pool, exchange) for scheme, pool in
+                             (("http", HTTPConnectionPool), ("https", HTTPSConnectionPool))}
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self.pool_classes
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, urllib3.ProxyManager):
+            manager.pool_classes_by_scheme = self.pool_classes
+        else:
+            self.exchange.untracked = True
+        return manager
+
+
+def _tracked_pool(pool: type, exchange: _Exchange) -> type:
+    connection = type(f"Tracked{pool.ConnectionCls.__name__}", (_TrackedConnection, pool.ConnectionCls),
+                      {"exchange": exchange})
+    return type(f"Tracked{pool.__name__}", (pool,), {"ConnectionCls": connection})
+
+
+def _perform(request: dict, per_try: float, exchange: _Exchange, box: dict) -> None:
     """Worker thread: one HTTP request, the body read to the end (bounded), into `box`."""
     try:
         with requests.Session() as session:
+            adapter = _TrackingAdapter(exchange)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             with session.request(**request, timeout=(min(CONNECT_TIMEOUT, per_try), per_try), stream=True) as r:
                 chunks, size = [], 0
                 for chunk in r.iter_content(1 << 16):
@@ -331,8 +445,11 @@ def _perform(request: dict, per_try: float, box: dict) -> None:
         box["error"] = exc
 
 
-def _gave_up(error: RemoteError, note: str) -> RemoteError:
-    return type(error)(f"{error} {note}", status=error.status, server_message=error.server_message)
+def _amended(error: RemoteError, note: str, **changes) -> RemoteError:
+    """The same error with `note` added to its message (and attributes in `changes` replaced)."""
+    fields = dict(status=error.status, server_message=error.server_message, retryable=error.retryable,
+                  maybe_billed=error.maybe_billed)
+    return type(error)(f"{error} {note}", **{**fields, **changes})
 
 
 def _retry_after(headers: dict) -> float | None:

@@ -7,14 +7,16 @@ from ..errors import FaceMigrationError
 
 class RemoteError(FaceMigrationError):
     """Base class. `status` is the HTTP status when there was a response, `server_message` the
-    server's own explanation (redacted), `retryable` whether another try could succeed."""
+    server's own explanation (redacted), `retryable` whether another try could succeed,
+    `maybe_billed` whether a request of this call may have been billed (the message then says so)."""
 
     def __init__(self, message: str, *, status: int | None = None, server_message: str | None = None,
-                 retryable: bool = False):
+                 retryable: bool = False, maybe_billed: bool = False):
         super().__init__(message)
         self.status = status
         self.server_message = server_message
         self.retryable = retryable
+        self.maybe_billed = maybe_billed
 
 
 class InvalidParameterError(RemoteError):

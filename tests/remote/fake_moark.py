@@ -45,6 +45,8 @@ class Reply:
     body: bytes = b""
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
+    cut_after: int | None = None  # send the headers and this many body bytes, then close (a broken answer)
+    hang_up: bool = False  # close without answering, after the request was read
 
     @classmethod
     def json(cls, document, status: int = 200, **kw) -> "Reply":
@@ -133,15 +135,20 @@ class FakeMoArk:
             def _send(self, reply: Reply):
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.hang_up:
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    self.wfile.write(reply.body if reply.cut_after is None else reply.body[:reply.cut_after])
                 except OSError:  # the client gave up (timeout, cancel)
                     pass
+                if reply.cut_after is not None:
+                    self.close_connection = True
 
         return Handler
 

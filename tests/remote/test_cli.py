@@ -85,6 +85,20 @@ def test_retries_are_logged_and_exhaustion_exits_1(fake, photo, tmp_path):
     assert "Try 1 of 2 failed" in result.stderr and "Gave up after 2 tries" in result.stderr
 
 
+def test_a_slow_server_is_asked_once_unless_timeouts_are_to_be_retried(fake, photo, tmp_path):
+    fake.queue(*[Reply(200, b"{}", {}, delay=3.0)] * 3)
+    base = ["generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png", "--endpoint", fake.base_url,
+            "--timeout", "0.5", "--max-attempts", "2"]
+    result = run_cli(*base)
+    assert result.returncode == 1 and len(fake.api_requests()) == 1
+    assert "may have been billed" in result.stderr and "--retry-timeouts" in result.stderr
+
+    result = run_cli(*base, "--retry-timeouts")
+    assert result.returncode == 1 and len(fake.api_requests()) == 3
+    assert "Try 1 of 2 failed" in result.stderr and "may have been billed" in result.stderr
+    assert "--retry-timeouts" in run_cli("generate", "--help").stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "9"], "num_inference_steps: 9 is outside 1..8"),
     (["--prompt", " "], "prompt: empty"),

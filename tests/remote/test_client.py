@@ -6,6 +6,8 @@ import email.utils
 import io
 import logging
 import random
+import socket
+import sys
 import threading
 import time
 
@@ -190,8 +192,8 @@ def test_retry_after_as_an_http_date(key, fake):
     assert 1.0 < sum(sleeps) <= 3.0
 
 
-def test_500s_are_retried_with_growing_jittered_backoff(key, fake):
-    fake.queue(*[Reply.json({"message": "boom"}, status=500)] * 2, Reply(502, b"<html>bad gateway</html>"))
+def test_502_503_504_are_retried_with_growing_jittered_backoff(key, fake):
+    fake.queue(Reply.json({"message": "boom"}, status=503), Reply(504, b""), Reply(502, b"<html>bad gateway</html>"))
     sleeps = Sleeps()
     retry = RetryPolicy(max_attempts=4, base_delay=0.2, max_total_time=30)
     images = make_client(key, fake, sleeps, retry=retry).generate(face(), PARAMS)
@@ -200,13 +202,14 @@ def test_500s_are_retried_with_growing_jittered_backoff(key, fake):
     assert 0.1 + 0.2 + 0.4 <= total + 1e-9 <= 0.2 + 0.4 + 0.8  # each delay in [ceiling/2, ceiling]
 
 
-def test_500s_until_the_tries_run_out(key, fake, caplog):
-    fake.queue(*[Reply.json({"message": "inference backend down"}, status=500)] * 5)
+def test_503s_until_the_tries_run_out_were_never_billed(key, fake, caplog):
+    fake.queue(*[Reply.json({"message": "inference backend down"}, status=503)] * 5)
     with pytest.raises(ServerError) as caught:
         make_client(key, fake).generate(face(), PARAMS)
     assert len(fake.requests) == 4
-    assert "HTTP 500: inference backend down" in str(caught.value) and "Gave up after 4 tries" in str(caught.value)
+    assert "HTTP 503: inference backend down" in str(caught.value) and "Gave up after 4 tries" in str(caught.value)
     assert sum("Trying again" in r.getMessage() for r in caplog.records) == 3
+    assert not caught.value.maybe_billed and "billed" not in str(caught.value)
 
 
 def test_429_until_the_tries_run_out_mentions_the_quota(key, fake):
@@ -228,13 +231,59 @@ def test_408_is_retried(key, fake):
     assert len(make_client(key, fake).generate(face(), PARAMS)) == 1 and len(fake.requests) == 2
 
 
-def test_a_response_slower_than_the_timeout(key, fake):
+def test_a_slow_server_gets_exactly_one_request_and_the_error_says_it_may_be_billed(key, fake, caplog):
+    fake.queue(*[Reply(200, b"{}", {}, delay=3.0)] * 4)
+    started = time.monotonic()
+    with pytest.raises(RemoteTimeoutError, match=r"No answer from http://127.0.0.1:\d+ within 0.5 s") as caught:
+        make_client(key, fake, timeout=0.5).generate(face(), PARAMS)  # 4 tries allowed
+    assert time.monotonic() - started < 2.0
+    assert len(fake.api_requests()) == 1
+    assert caught.value.maybe_billed and "may have been billed" in str(caught.value)
+    assert "retry_timeouts" in str(caught.value) and "Trying again" not in caplog.text
+
+
+def test_timeouts_are_retried_only_when_asked_and_each_try_is_called_billable(key, fake, caplog):
     fake.queue(Reply(200, b"{}", {}, delay=3.0), Reply(200, b"{}", {}, delay=3.0))
     started = time.monotonic()
-    with pytest.raises(RemoteTimeoutError, match=r"No answer from http://127.0.0.1:\d+ within 0.5 s"):
-        make_client(key, fake, timeout=0.5, retry=RetryPolicy(max_attempts=2, base_delay=0.01)).generate(face(), PARAMS)
+    retry = RetryPolicy(max_attempts=2, base_delay=0.01, retry_timeouts=True)
+    with pytest.raises(RemoteTimeoutError, match=r"No answer from http://127.0.0.1:\d+ within 0.5 s") as caught:
+        make_client(key, fake, timeout=0.5, retry=retry).generate(face(), PARAMS)
     assert time.monotonic() - started < 2.5
-    assert len(fake.requests) == 2
+    assert len(fake.api_requests()) == 2
+    assert "may have been billed" in str(caught.value) and "may have been billed" in caplog.text
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(200, b'{"data": [{"b64_json": "AAAA"}]}', {"Content-Type": "application/json"}, cut_after=10),
+    Reply(hang_up=True),
+])
+def test_a_broken_answer_after_the_body_was_sent_is_not_retried(key, fake, reply):
+    fake.queue(*[reply] * 4)
+    with pytest.raises(RemoteError) as caught:
+        make_client(key, fake).generate(face(), PARAMS)
+    assert len(fake.api_requests()) == 1
+    assert caught.value.maybe_billed and "may have been billed" in str(caught.value)
+
+
+def test_a_500_is_not_retried_and_may_have_been_billed(key, fake):
+    fake.queue(*[Reply.json({"message": "CUDA out of memory"}, status=500)] * 4)
+    with pytest.raises(ServerError, match="HTTP 500: CUDA out of memory.*may have been billed") as caught:
+        make_client(key, fake).generate(face(), PARAMS)
+    assert len(fake.api_requests()) == 1 and caught.value.maybe_billed
+
+
+@pytest.mark.parametrize("status, billed", [(400, True), (422, True), (401, False), (403, False), (413, False)])
+def test_which_refusals_may_have_been_billed(key, fake, status, billed):
+    fake.queue(Reply.json({"message": "no"}, status=status))
+    with pytest.raises(RemoteError) as caught:
+        make_client(key, fake).generate(face(), PARAMS)
+    assert caught.value.maybe_billed == billed and ("may have been billed" in str(caught.value)) == billed
+
+
+def test_an_unusable_200_may_have_been_billed(key, fake):
+    fake.queue(Reply(200, b"<html>ok</html>", {}))
+    with pytest.raises(BadResponseError, match="may have been billed"):
+        make_client(key, fake).generate(face(), PARAMS)
 
 
 def test_unreachable_server_is_retried_then_reported(key):
@@ -242,8 +291,28 @@ def test_unreachable_server_is_retried_then_reported(key):
     url = closed.base_url
     closed.stop()
     client = FaceMigrationClient(key, url, retry=RetryPolicy(max_attempts=2, base_delay=0.01), sleep=Sleeps())
-    with pytest.raises(RemoteConnectionError, match="Could not reach http://127.0.0.1.*Gave up after 2 tries"):
+    with pytest.raises(RemoteConnectionError, match="Could not reach http://127.0.0.1.*Gave up after 2 tries") as caught:
         client.generate(face(), PARAMS)
+    assert not caught.value.maybe_billed and "billed" not in str(caught.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux drops connections to a full accept queue")
+def test_a_connect_timeout_is_retried_and_was_never_billed(key):
+    # A listening socket that never accepts, its one-slot queue already taken: new connections hang.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        waiting = [socket.socket() for _ in range(2)]
+        for connection in waiting:
+            connection.setblocking(False)
+            connection.connect_ex(listener.getsockname())
+        client = FaceMigrationClient(key, "http://%s:%d" % listener.getsockname(), timeout=0.3,
+                                     retry=RetryPolicy(max_attempts=2, base_delay=0.01), sleep=Sleeps())
+        with pytest.raises(RemoteError, match="Gave up after 2 tries") as caught:
+            client.generate(face(), PARAMS)
+        for connection in waiting:
+            connection.close()
+    assert not caught.value.maybe_billed and "billed" not in str(caught.value)
 
 
 # ---- bad responses ----------------------------------------------------------------------------------
@@ -285,9 +354,10 @@ def test_cancel_stops_the_wait_quickly(key, fake):
     fake.queue(Reply(200, b"{}", {}, delay=5.0))
     started = time.monotonic()
     cancel_at = started + 0.3
-    with pytest.raises(RemoteCancelled):
+    with pytest.raises(RemoteCancelled, match="may have been billed") as caught:
         make_client(key, fake, should_cancel=lambda: time.monotonic() > cancel_at).generate(face(), PARAMS)
     assert time.monotonic() - cancel_at < 0.25
+    assert caught.value.maybe_billed
 
 
 def test_cancel_during_a_backoff_wait(key, fake):
@@ -299,10 +369,11 @@ def test_cancel_during_a_backoff_wait(key, fake):
         return len(calls) > 3
 
     started = time.monotonic()
-    with pytest.raises(RemoteCancelled):
+    with pytest.raises(RemoteCancelled) as caught:
         make_client(key, fake, sleeps=time.sleep, should_cancel=should_cancel,
                     retry=RetryPolicy(max_total_time=100)).generate(face(), PARAMS)
     assert time.monotonic() - started < 2.0 and len(fake.requests) == 1
+    assert not caught.value.maybe_billed  # the only try was refused with 429
 
 
 def test_an_exception_from_should_cancel_propagates_unchanged(key, fake):
@@ -318,7 +389,7 @@ def test_an_exception_from_should_cancel_propagates_unchanged(key, fake):
 
 
 def test_progress_reports_elapsed_time_and_try_number(key, fake):
-    fake.queue(Reply.json({}, status=500, delay=0.35), dataclasses.replace(Reply.image_b64(gradient_image()), delay=0.35))
+    fake.queue(Reply.json({}, status=503, delay=0.35), dataclasses.replace(Reply.image_b64(gradient_image()), delay=0.35))
     seen = []
     make_client(key, fake, on_progress=lambda elapsed, attempt: seen.append((elapsed, attempt)),
                 progress_interval=0.1).generate(face(), PARAMS)
