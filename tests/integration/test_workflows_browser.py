@@ -5,8 +5,9 @@ manager). Then: no missing-node dialog, every node type registered in LiteGraph,
 dialog (when shown) names only valid model folders, and the prompt the frontend would queue equals
 tests/workflow_validation.to_api's conversion. A screenshot per workflow goes to artifacts/browser/.
 
-Needs COMFYUI_PATH (the integration server), Debian's Chromium at /usr/bin/chromium and the `playwright`
-Python package (its bundled browsers are not used: no `playwright install`)."""
+Needs COMFYUI_PATH (the integration server), the `playwright` Python package and a Chromium: the one at
+CHROMIUM_PATH if set, else /usr/bin/chromium if present (Debian: apt-get install chromium), else
+the one `python -m playwright install chromium` downloads."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from tests.workflow_validation import load_schemas, to_api
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 ARTIFACTS = REPO / "artifacts" / "browser"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Widgets the frontend adds on its own (display-only values the server ignores).
@@ -45,12 +46,12 @@ def page(comfy):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("the browser test needs the playwright package (pip install playwright; no browser download)")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip("the browser test needs the playwright package (pip install playwright) and a Chromium "
+                    "(README, Tests)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = driver.chromium.launch(executable_path=chromium(driver.chromium.executable_path),
+                                         args=CHROMIUM_ARGS)
         # Large enough that a fitted graph is drawn above LiteGraph's low-quality zoom (text visible).
         page = browser.new_page(viewport={"width": 2560, "height": 1600})
         page.console_errors = []
@@ -61,6 +62,18 @@ def page(comfy):
         close_dialogs(page)  # the template browser greets a first visit
         yield page
         browser.close()
+
+
+def chromium(playwright_own: str) -> str:
+    """The Chromium to drive: CHROMIUM_PATH, else the system one, else playwright's own download."""
+    given = os.environ.get("CHROMIUM_PATH")
+    if given and not Path(given).is_file():
+        pytest.skip(f"the browser test needs a Chromium: CHROMIUM_PATH={given} is not a file")
+    for candidate in (given, SYSTEM_CHROMIUM, playwright_own):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    pytest.skip(f"the browser test needs a Chromium: set CHROMIUM_PATH, install {SYSTEM_CHROMIUM} (Debian: "
+                f"apt-get install chromium) or run `python -m playwright install chromium`")
 
 
 def close_dialogs(page) -> None:
