@@ -140,18 +140,21 @@ class _Attention(nn.Module):
         self.inner_attn_ln = ops.LayerNorm(w, eps=LN_EPS)
         self.proj = ops.Linear(w, w)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """cls_only: only the CLS token's output ([B, 1, width]); it still attends to every token."""
+        b = x.shape[0]
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, self.heads, -1).transpose(1, 2)
+            return t.view(b, t.shape[1], self.heads, -1).transpose(1, 2)
 
-        q = heads(self.q_proj(x) + _like(self.q_bias, x))
-        k = heads(self.k_proj(x))
+        k = _rope_on_patches(heads(self.k_proj(x)), cos, sin)
         v = heads(self.v_proj(x) + _like(self.v_bias, x))
-        q, k = _rope_on_patches(q, cos, sin), _rope_on_patches(k, cos, sin)
+        queries = x[:, :1] if cls_only else x
+        q = heads(self.q_proj(queries) + _like(self.q_bias, x))
+        if not cls_only:  # RoPE leaves the CLS token as it is
+            q = _rope_on_patches(q, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v)  # default scale = head_dim ** -0.5, as official
-        return self.proj(self.inner_attn_ln(out.transpose(1, 2).reshape(b, n, -1)))
+        return self.proj(self.inner_attn_ln(out.transpose(1, 2).reshape(b, queries.shape[1], -1)))
 
 
 class _SwiGLU(nn.Module):
@@ -174,8 +177,9 @@ class _Block(nn.Module):
         self.norm2 = ops.LayerNorm(cfg.width, eps=LN_EPS)
         self.mlp = _SwiGLU(cfg, ops)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """cls_only: the CLS token's output alone, [B, 1, width] (attention and MLP are per query token)."""
+        x = (x[:, :1] if cls_only else x) + self.attn(self.norm1(x), cos, sin, cls_only)
         return x + self.mlp(self.norm2(x))
 
 
@@ -213,10 +217,13 @@ class EvaVisionTower(nn.Module):
         cos, sin = (t.to(x.dtype) for t in rope_tables(self.cfg.grid, self.cfg.head_width,
                                                        self.cfg.pt_hw_seq_len, x.device))
         hidden = []
+        last = len(self.blocks) - 1
         for idx, block in enumerate(self.blocks):
             if idx in HIDDEN_STATE_BLOCKS:
                 hidden.append(x)
-            x = block(x, cos, sin)
+            # Only the CLS token leaves the last block (the head reads it; the hidden states are block
+            # inputs): its patch tokens need no queries and no MLP, ~4 % of the tower's work.
+            x = block(x, cos, sin, cls_only=idx == last)
         # LayerNorm is per token, so normalising only the CLS token equals norm(x)[:, 0].
         return self.head(self.norm(x[:, 0])), hidden
 

@@ -19,7 +19,7 @@ from face_migration.errors import ModelFileError
 from face_migration.face import convert_eva
 from face_migration.face.eva_clip import (CLIP_MEAN, CLIP_STD, EvaVisionConfig, EvaVisionTower, check_layout,
                                           config_from_shapes, expected_layout, load_eva_clip, preprocess,
-                                          visual_key_map)
+                                          rope_tables, visual_key_map)
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -104,6 +104,25 @@ def test_hidden_states_are_block_inputs_and_head_is_unnormalised():
     assert not torch.allclose(head.norm(dim=1), torch.ones(2))
     with pytest.raises(ValueError, match=r"\[B, 3, 28, 28\]"):
         model(torch.zeros(1, 3, 32, 32))
+
+
+def test_last_block_computes_only_the_cls_token_the_head_reads():
+    model = EvaVisionTower(TINY)
+    model.load_state_dict(_tiny_state(), strict=True)
+    tokens = {}
+    for i in (len(model.blocks) - 2, len(model.blocks) - 1):
+        model.blocks[i].mlp.register_forward_pre_hook(lambda m, args, i=i: tokens.__setitem__(i, args[0].shape[1]))
+    x = torch.randn(2, 3, 28, 28)
+    head, _ = _run(model, x)
+    assert tokens == {len(model.blocks) - 2: 5, len(model.blocks) - 1: 1}
+    # the same head as running every token through the last block
+    with torch.no_grad():
+        full = model.patch_embed["proj"](x).flatten(2).transpose(1, 2)
+        full = torch.cat((model.cls_token.expand(2, -1, -1), full), dim=1) + model.pos_embed
+        cos, sin = rope_tables(TINY.grid, TINY.head_width, TINY.pt_hw_seq_len, x.device)
+        for block in model.blocks:
+            full = block(full, cos, sin)
+        torch.testing.assert_close(head, model.head(model.norm(full[:, 0])), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------- layout
