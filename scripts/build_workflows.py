@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from face_migration.catalog import BY_KEY, model_by_filename  # noqa: E402
-from tests.workflow_validation import (assert_valid, input_specs, load_schemas, models_directory,  # noqa: E402
-                                 models_entry_name, widget_slots)
+from tests.workflow_validation import (assert_valid, frontend_can_download, input_specs, load_schemas,  # noqa: E402
+                                       models_directory, models_entry_name, widget_slots)
 
 OUT = REPO / "workflows"
 PACK_ID = "comfyui-face-migration"
@@ -33,14 +33,23 @@ PACK_VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").rea
 TYPE_COLOURS = {"MODEL": "#B39DDB", "CLIP": "#FFD500", "VAE": "#FF6E6E", "CONDITIONING": "#FFA931",
                 "LATENT": "#FF9CF9", "IMAGE": "#64B5F6", "MASK": "#81C784", "PULID_ID": "#4DD0E1",
                 "FACE_MIGRATION_PULID_MODEL": "#9575CD", "STRING": "#C5E1A5", "FLOAT": "#AED581"}
-GROUP_COLOURS = {"models": "#3f789e", "face": "#a1309b", "prompt": "#b58b2a", "sample": "#88A", "remote": "#8A8",
-                 "result": "#444"}
+GROUP_COLOURS = {"Models": "#3f789e", "Face": "#a1309b", "Prompt": "#b58b2a", "Sampling": "#88A", "Output": "#444"}
+
+# Geometry of ComfyUI's frontend (LiteGraph): a node's title bar is drawn ABOVE its pos; a group's title
+# bar takes the top of its bounding box. The layout keeps every title bar clear of its neighbours.
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT
+GROUP_HEADER = 50  # group title (font 24) plus a margin above the first node's title bar
+GROUP_PAD = 20
+GAP = 20  # between a node and the title bar of the next one in a column
+GROUP_GAP = 40  # between two groups
+VIEW_SCALE = 0.8  # saved zoom: above LiteGraph's low-quality threshold (0.6), so text and Notes are drawn
+MUTED = 2  # LiteGraph mode "never": the node is not sent with the prompt
 
 
 class Node:
     def __init__(self, graph: Graph, node_id: int, kind: str, pos, title=None, widgets=None, size=None):
         self.graph, self.id, self.type, self.pos = graph, node_id, kind, list(pos)
-        self.title = title
+        self.title, self.mode = title, 0
         if kind in ("Note", "MarkdownNote"):
             self.schema, self.inputs, self.outputs = None, [], []
             self.widgets_values = [widgets["text"]]
@@ -69,10 +78,12 @@ class Node:
                 raise ValueError(f"{kind}.{spec.name} has no default; give it a value")
         if widgets:
             raise ValueError(f"{kind} has no widgets {sorted(widgets)}")
-        n_widgets = sum(1 for s in widget_slots(self.schema) if s.role != "upload")
+        # The frontend's minimum height (LGraphNode.computeSize): 20 px per socket row, 24 per widget, a
+        # multiline text box of about 100; the browser test checks the saved size is at least that.
+        n_widgets = sum(1 for s in widget_slots(self.schema) if s.role == "value")
         multiline = sum(1 for s in input_specs(self.schema) if s.is_widget and s.config.get("multiline"))
-        rows = max(len(self.inputs), len(self.outputs))
-        self.size = list(size or (320, 30 + 22 * rows + 26 * n_widgets + 90 * multiline))
+        rows = max(len(self.inputs), len(self.outputs), 1)
+        self.size = list(size or (360, 12 + 20 * rows + 24 * n_widgets + 100 * multiline))
 
     def out(self, name_or_index) -> tuple[Node, int]:
         if isinstance(name_or_index, int):
@@ -82,7 +93,7 @@ class Node:
 
     def to_json(self, order: int) -> dict:
         data = {"id": self.id, "type": self.type, "pos": self.pos, "size": self.size, "flags": {}, "order": order,
-                "mode": 0, "inputs": self.inputs, "outputs": self.outputs}
+                "mode": self.mode, "inputs": self.inputs, "outputs": self.outputs}
         if self.title:
             data["title"] = self.title
         if self.schema is None:
@@ -128,23 +139,34 @@ class Graph:
         src.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, src.id, slot, target.id, names.index(input_name), kind])
 
-    def group(self, title: str, members: list[Node], colour: str, pad: int = 30) -> None:
-        x0 = min(n.pos[0] for n in members) - pad
-        y0 = min(n.pos[1] for n in members) - pad - 40
-        x1 = max(n.pos[0] + n.size[0] for n in members) + pad
-        y1 = max(n.pos[1] + n.size[1] for n in members) + pad
+    def group(self, title: str, members: list[Node]) -> int:
+        """A group around its members' full rectangles (title bars included); returns the x where the next
+        group may start."""
+        x0 = min(n.pos[0] for n in members) - GROUP_PAD
+        y0 = min(n.pos[1] - TITLE_HEIGHT for n in members) - GROUP_HEADER
+        x1 = max(n.pos[0] + n.size[0] for n in members) + GROUP_PAD
+        y1 = max(n.pos[1] + n.size[1] for n in members) + GROUP_PAD
         self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0],
-                            "color": colour, "font_size": 24, "flags": {}})
+                            "color": GROUP_COLOURS[title.split(":")[0]], "font_size": 24, "flags": {}})
+        return x1 + GROUP_GAP + GROUP_PAD
+
+    def view(self) -> dict:
+        """The saved view (extra.ds): legible zoom, the graph's top-left corner (Notes, Models) in sight."""
+        left = min([n.pos[0] for n in self.nodes] + [g["bounding"][0] for g in self.groups])
+        top = min([n.pos[1] - TITLE_HEIGHT for n in self.nodes] + [g["bounding"][1] for g in self.groups])
+        return {"scale": VIEW_SCALE, "offset": [GROUP_PAD - left, GROUP_PAD - top]}
 
     def models_of(self, node: Node) -> list[dict]:
-        """`models` entries for the files a loader node's widgets name. antelopev2's .onnx files are left to
-        the Note: ComfyUI's model listing never shows .onnx, so the frontend would call them missing forever."""
+        """`models` entries for the files a loader node's widgets name, when the frontend can download them.
+        The others are left to the Notes: antelopev2's .onnx (ComfyUI's model listing never shows .onnx, so
+        the frontend would call them missing forever), EVA-CLIP's .pt and facexlib's .pth (the frontend
+        refuses those downloads and shows a red error row)."""
         entries = []
         for slot, value in zip(widget_slots(node.schema), node.widgets_values):
             if slot.role != "value" or not isinstance(value, str):
                 continue
             model = model_by_filename(value)
-            if model is not None:
+            if model is not None and frontend_can_download(models_entry_name(model), model.url):
                 entries.append({"name": models_entry_name(model), "url": model.url,
                                 "directory": models_directory(model.folder)})
         return entries
@@ -162,16 +184,13 @@ class Graph:
                 done.add(i)
         return order
 
-    def to_json(self, extra_models=()) -> dict:
+    def to_json(self) -> dict:
         models, seen = [], set()
         for node in self.nodes:
             for entry in (self.models_of(node) if node.schema else []):
                 if entry["name"] not in seen:
                     seen.add(entry["name"])
                     models.append(entry)
-        for entry in extra_models:
-            if entry["name"] not in seen:
-                models.append(entry)
         order = self._order()
         return {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{PACK_ID}/{self.title}")),
@@ -182,14 +201,46 @@ class Graph:
             "links": self.links,
             "groups": self.groups,
             "config": {},
-            "extra": {"title": self.title},  # no saved view: the frontend fits the graph on load
+            "extra": {"title": self.title, "ds": self.view()},
             "models": models,
             "version": 0.4,
         }
 
 
 # --------------------------------------------------------------------------------------------------
-# Shared pieces
+# Layout and shared pieces
+
+
+class Column:
+    """Stacks nodes top to bottom at one x, each below the previous one's bottom plus the next title bar."""
+
+    def __init__(self, g: Graph, x: int, width: int, y: int = 0):
+        self.g, self.x, self.width, self.y = g, x, width, y
+        self.nodes: list[Node] = []
+
+    def _stack(self, node: Node) -> Node:
+        self.y = node.pos[1] + node.size[1] + GAP
+        self.nodes.append(node)
+        return node
+
+    def add(self, kind: str, title=None, min_height=None, **widgets) -> Node:
+        node = self.g.add(kind, (self.x, self.y + TITLE_HEIGHT), title, **widgets)
+        node.size = [self.width, max(min_height or 0, node.size[1])]
+        return self._stack(node)
+
+    def note(self, text: str, title: str, height: int) -> Node:
+        return self._stack(self.g.note(text, (self.x, self.y + TITLE_HEIGHT), size=(self.width, height),
+                                       title=title))
+
+
+def columns(g: Graph, x: int, *widths: int) -> list[Column]:
+    """Side-by-side columns starting at x, GAP apart."""
+    result = []
+    for width in widths:
+        result.append(Column(g, x, width))
+        x += width + GAP
+    return result
+
 
 def model_note_lines(names: list[str]) -> str:
     """Markdown lines naming each file, its folder, source and licence."""
@@ -200,39 +251,127 @@ def model_note_lines(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def flux_loaders(g: Graph, unet: str, x: int, y: int) -> tuple[Node, Node, Node]:
-    model = g.add("UNETLoader", (x, y), unet_name=unet, weight_dtype="default")
-    clip = g.add("DualCLIPLoader", (x, y + 130), clip_name1="clip_l.safetensors",
-                 clip_name2="t5xxl_fp16.safetensors", type="flux")
-    vae = g.add("VAELoader", (x, y + 320), vae_name="ae.safetensors")
+PHOTO = "face_reference.png"
+FACE_FILES = ["pulid_flux", "scrfd", "glintr100", "eva02_clip_l_336", "bisenet"]
+FLUX_FILES = ["clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"]
+FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
+REMOTE_SEED = 42
+KEY_FILE = "ComfyUI/user/moark_api_key.txt"
+PROMPT = ("portrait photo of the person as an astronaut in a white space suit on the moon, earth in the sky, "
+          "soft rim light, 85mm lens, highly detailed")
+LOADER_WIDTH = 480  # wide enough for "eva_file  EVA02_CLIP_L_336_psz14_s6B.pt" without truncation
+NOTE_WIDTH = 560
+APPLY_NODE = "FaceMigration_ApplyPulid"
+
+
+def models_note(g: Graph, column: Column, unet: str | None, face_files=FACE_FILES, extra="") -> Node:
+    """Every file the workflow loads, its folder, source and licence; how to check them."""
+    parts = ["## Model files",
+             "Put each file in the folder shown (inside your ComfyUI folder), then press **R** to refresh.",
+             "`python -m face_migration check-models` (in the pack's folder) says which ones are missing."]
+    if unet:
+        parts += ["", "**FLUX**", model_note_lines([unet] + FLUX_FILES)]
+    if face_files:
+        parts += ["", "**PuLID and the face pipeline**", model_note_lines(face_files)]
+    if "scrfd" in face_files:
+        parts += ["", "antelopev2 (scrfd_10g_bnkps.onnx, glintr100.onnx) is licensed for **non-commercial** "
+                      "research use only.",
+                  "The optional detection_Resnet50_Final.pth "
+                  f"([facexlib]({BY_KEY['retinaface_resnet50'].url}), `models/facexlib/`) is not needed here: "
+                  f"**Load Face Parsing (facexlib)** aligns with *{FAST_ALIGNMENT}*. Pick the file there for the "
+                  "official alignment."]
+    if extra:
+        parts += ["", extra]
+    lines = sum(1 + len(p) // 70 for p in "\n".join(parts).splitlines())
+    return column.note("\n".join(parts), "Model files", 40 + 19 * lines)
+
+
+def flux_loaders(column: Column, unet: str) -> tuple[Node, Node, Node]:
+    model = column.add("UNETLoader", unet_name=unet, weight_dtype="default")
+    clip = column.add("DualCLIPLoader", clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors",
+                      type="flux")
+    vae = column.add("VAELoader", vae_name="ae.safetensors")
     return model, clip, vae
 
 
-def flux_prompt(g: Graph, clip: Node, text: str, guidance: float, x: int, y: int) -> tuple[Node, Node]:
-    """(positive, negative) conditioning: the prompt with FLUX guidance, and a zeroed negative (cfg 1)."""
-    encode = g.add("CLIPTextEncode", (x, y), title="Prompt", text=text)
+def face_loaders(column: Column) -> dict:
+    """The PuLID model and the face pipeline's loaders (fast alignment: no optional file)."""
+    return {
+        "pulid": column.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename),
+        "analysis": column.add("FaceMigration_FaceAnalysisLoader", provider="auto"),
+        "eva": column.add("FaceMigration_EvaClipLoader", eva_file=BY_KEY["eva02_clip_l_336"].filename),
+        "parsing": column.add("FaceMigration_FaceParsingLoader", parsing_file=BY_KEY["bisenet"].filename,
+                              landmark_file=FAST_ALIGNMENT),
+    }
+
+
+def encode_face(g: Graph, column: Column, models: dict, photo: Node, title=None) -> Node:
+    """Encode Face (its preview of the aligned crop shows on the node) and its info text below it."""
+    encode = column.add("FaceMigration_EncodeFace", title=title, min_height=520)
+    g.link(photo.out(0), encode, "image")
+    g.link(models["analysis"].out(0), encode, "face_analysis")
+    g.link(models["eva"].out(0), encode, "eva_clip")
+    g.link(models["parsing"].out(0), encode, "face_parsing")
+    g.link(models["pulid"].out(0), encode, "pulid_model")
+    info = column.add("PreviewAny", title="Faces found" if title is None else f"{title}: faces found", min_height=140)
+    g.link(encode.out("info"), info, "source")
+    return encode
+
+
+def face_similarity(g: Graph, column: Column, models: dict, reference: Node, generated, title=None) -> Node:
+    """Face Similarity; its report shows on the node itself."""
+    score = column.add("FaceMigration_FaceSimilarity", title=title, min_height=220)
+    g.link(models["analysis"].out(0), score, "face_analysis")
+    g.link(reference.out(0), score, "reference")
+    g.link(generated, score, "images")
+    return score
+
+
+def apply_pulid(g: Graph, column: Column, model, pulid: Node, identity: Node, mask=None, title=None, **widgets):
+    apply = column.add(APPLY_NODE, title=title, **widgets)
+    g.link(model, apply, "model")
+    g.link(pulid.out(0), apply, "pulid_model")
+    g.link(identity.out(0), apply, "pulid_id")
+    if mask is not None:
+        g.link(mask, apply, "mask")
+    return apply
+
+
+def prompt_nodes(g: Graph, column: Column, clip: Node, text: str, guidance: float | None, linked_text=None):
+    """(positive, negative): the prompt (with FluxGuidance unless None: schnell has no guidance input) and
+    a zeroed negative (cfg 1)."""
+    encode = column.add("CLIPTextEncode", title="Prompt", min_height=220, text=text)
     g.link(clip.out(0), encode, "clip")
-    positive = g.add("FluxGuidance", (x, y + 230), guidance=guidance)
-    g.link(encode.out(0), positive, "conditioning")
-    negative = g.add("ConditioningZeroOut", (x, y + 340), size=(320, 60))
+    if linked_text is not None:
+        g.link(linked_text, encode, "text")
+    positive = encode
+    if guidance is not None:
+        positive = column.add("FluxGuidance", guidance=guidance)
+        g.link(encode.out(0), positive, "conditioning")
+    negative = column.add("ConditioningZeroOut")
     g.link(encode.out(0), negative, "conditioning")
     return positive, negative
 
 
-def sample_and_save(g: Graph, model, positive, negative, vae, x, y, width, height, steps, seed, prefix):
-    latent = g.add("EmptySD3LatentImage", (x, y), width=width, height=height, batch_size=1)
-    sampler = g.add("KSampler", (x, y + 150), seed=seed, steps=steps, cfg=1.0, sampler_name="euler",
-                    scheduler="simple", denoise=1.0)
+def sampler_nodes(g: Graph, column: Column, model, positive, negative, vae, width, height, steps, seed) -> Node:
+    """Empty latent -> KSampler (cfg 1, euler/simple) -> VAE Decode; returns the decode node."""
+    latent = column.add("EmptySD3LatentImage", width=width, height=height, batch_size=1)
+    sampler = column.add("KSampler", seed=seed, steps=steps, cfg=1.0, sampler_name="euler", scheduler="simple",
+                         denoise=1.0)
     g.link(model, sampler, "model")
     g.link(positive.out(0), sampler, "positive")
     g.link(negative.out(0), sampler, "negative")
     g.link(latent.out(0), sampler, "latent_image")
-    decode = g.add("VAEDecode", (x + 360, y), size=(220, 60))
+    decode = column.add("VAEDecode")
     g.link(sampler.out(0), decode, "samples")
     g.link(vae.out(0), decode, "vae")
-    save = g.add("SaveImage", (x + 360, y + 100), size=(420, 480), filename_prefix=prefix)
-    g.link(decode.out(0), save, "images")
-    return latent, sampler, decode, save
+    return decode
+
+
+def save_image(g: Graph, column: Column, image, prefix: str, title=None) -> Node:
+    save = column.add("SaveImage", title=title, min_height=520, filename_prefix=prefix)
+    g.link(image, save, "images")
+    return save
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,6 +424,8 @@ def draw_thumbnail(workflow: dict, title: str, subtitle: str, path: Path, width=
         is_note = node["type"] in ("Note", "MarkdownNote")
         ours = node["type"].startswith("FaceMigration_")
         fill = "#4a3b22" if is_note else ("#3b2a55" if ours else "#353535")
+        if node["mode"] == MUTED:
+            fill = "#262626"
         draw.rounded_rectangle((left, upper, right, lower), radius=6, fill=fill,
                                outline="#c9a0ff" if ours else "#777777", width=2 if ours else 1)
         label = node.get("title") or ("Note" if is_note else node["type"].removeprefix("FaceMigration_"))
@@ -304,180 +445,160 @@ def workflow(name: str, title: str, subtitle: str):
     return register
 
 
-# --------------------------------------------------------------------------------------------------
-# Face nodes (nodes/face_nodes.py) and the remote node (nodes/remote_nodes.py)
-
-PHOTO = "face_reference.png"
-LOCAL_FILES = ["pulid_flux", "scrfd", "glintr100", "eva02_clip_l_336", "bisenet", "retinaface_resnet50"]
-REMOTE_SEED = 42
-FLUX_FILES = ["clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"]
-PROMPT = ("portrait photo of the person as an astronaut in a white space suit on the moon, earth in the sky, "
-          "soft rim light, 85mm lens, highly detailed")
+def nodes_of(*cols: Column) -> list[Node]:
+    return [node for column in cols for node in column.nodes]
 
 
-def face_models(g: Graph, x: int, y: int) -> dict:
-    """The PuLID model and the face pipeline's loaders, stacked in one column."""
-    return {
-        "pulid": g.add("FaceMigration_PulidModelLoader", (x, y), pulid_file=BY_KEY["pulid_flux"].filename),
-        "analysis": g.add("FaceMigration_FaceAnalysisLoader", (x, y + 110), provider="auto"),
-        "eva": g.add("FaceMigration_EvaClipLoader", (x, y + 220), eva_file=BY_KEY["eva02_clip_l_336"].filename),
-        "parsing": g.add("FaceMigration_FaceParsingLoader", (x, y + 330), parsing_file=BY_KEY["bisenet"].filename,
-                         landmark_file=BY_KEY["retinaface_resnet50"].filename),
-    }
+def notes_column(g: Graph, unet: str | None, notes: list[tuple[str, str, int]], face_files=FACE_FILES,
+                 extra="") -> int:
+    """The Notes, left of every group: the model files (when the graph loads any), then `notes` as
+    (title, markdown, height). Returns the x where the first group starts."""
+    column = Column(g, 0, NOTE_WIDTH)
+    if unet or face_files:
+        models_note(g, column, unet, face_files, extra)
+    for title, text, height in notes:
+        column.note(textwrap.dedent(text).strip(), title, height)
+    return NOTE_WIDTH + GROUP_GAP + 2 * GROUP_PAD
 
 
-def encode_face(g: Graph, models: dict, photo: Node, x: int, y: int, title=None) -> Node:
-    """Encode Face with its preview (the aligned crop EVA-CLIP sees) and its info text shown beside it."""
-    encode = g.add("FaceMigration_EncodeFace", (x, y), title=title)
-    g.link(photo.out(0), encode, "image")
-    g.link(models["analysis"].out(0), encode, "face_analysis")
-    g.link(models["eva"].out(0), encode, "eva_clip")
-    g.link(models["parsing"].out(0), encode, "face_parsing")
-    g.link(models["pulid"].out(0), encode, "pulid_model")
-    shown = g.add("PreviewImage", (x + 380, y), title="What the encoder saw", size=(300, 300))
-    g.link(encode.out("preview"), shown, "images")
-    info = g.add("PreviewAny", (x + 380, y + 340), title="Faces found", size=(300, 120))
-    g.link(encode.out("info"), info, "source")
-    return encode
+def model_group(g: Graph, x: int, unet: str) -> tuple[int, tuple[Node, Node, Node], dict]:
+    loaders = Column(g, x, LOADER_WIDTH)
+    flux = flux_loaders(loaders, unet)
+    models = face_loaders(loaders)
+    return g.group("Models", loaders.nodes), flux, models
 
 
-def face_similarity(g: Graph, models: dict, reference: Node, generated, x: int, y: int, title=None) -> Node:
-    score = g.add("FaceMigration_FaceSimilarity", (x, y), title=title)
-    g.link(models["analysis"].out(0), score, "face_analysis")
-    g.link(reference.out(0), score, "reference")
-    g.link(generated, score, "images")
-    shown = g.add("PreviewAny", (x, y + 150), title=(title or "Face similarity") + ": report", size=(320, 120))
-    g.link(score.out("report"), shown, "source")
-    return score
-
-
-def apply_pulid(g: Graph, model, models: dict, identity: Node, x: int, y: int, mask=None, title=None, **widgets):
-    apply = g.add("FaceMigration_ApplyPulid", (x, y), title=title, **widgets)
-    g.link(model, apply, "model")
-    g.link(models["pulid"].out(0), apply, "pulid_model")
-    g.link(identity.out(0), apply, "pulid_id")
-    if mask is not None:
-        g.link(mask, apply, "mask")
-    return apply
-
-
-def local_models_note(g: Graph, unet: str, pos, extra="") -> Node:
-    text = "\n".join([
-        "## Model files",
-        "Put each file in the folder shown (inside your ComfyUI folder), then press **R** to refresh.",
-        "`python -m face_migration check-models` (run in the pack's folder) checks them all.",
-        "", "**FLUX**", model_note_lines([unet] + FLUX_FILES),
-        "", "**PuLID and the face pipeline**", model_note_lines(LOCAL_FILES),
-        "", "antelopev2 (scrfd_10g_bnkps.onnx, glintr100.onnx) is licensed for **non-commercial** research use only.",
-        "detection_Resnet50_Final.pth is optional: choose *none (fast: SCRFD landmarks)* in Load Face Parsing "
-        "to align from the detector's landmarks instead (faster, slightly different crop).",
-        extra])
-    return g.note(text, pos, size=(520, 640), title="Model files")
-
-
-def one_face_graph(g: Graph, unet_file: str, guidance: float, size: tuple[int, int], steps: int, prefix: str,
-                   **apply_widgets) -> dict:
-    """The one-face graph below the notes: loaders, photo, Encode Face, Apply PuLID, sampling, Face Similarity."""
-    unet, clip, vae = flux_loaders(g, unet_file, 580, 0)
-    models = face_models(g, 580, 470)
-    photo = g.add("LoadImage", (960, 0), title="Reference photo", size=(340, 420), image=PHOTO)
-    identity = encode_face(g, models, photo, 960, 470)
-    positive, negative = flux_prompt(g, clip, PROMPT, guidance, 1720, 0)
-    apply = apply_pulid(g, unet.out(0), models, identity, 1720, 470, **apply_widgets)
-    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, *size, steps, 42, prefix)
-    face_similarity(g, models, photo, decode.out(0), 2460, 640)
+def one_face_graph(g: Graph, unet_file: str, guidance: float | None, size: tuple[int, int], steps: int,
+                   prefix: str, notes: list, **apply_widgets) -> dict:
+    """Photo -> Encode Face -> Apply -> KSampler -> Save, with Face Similarity; one group per stage."""
+    x = notes_column(g, unet_file, notes)
+    x, (unet, clip, vae), models = model_group(g, x, unet_file)
+    face = Column(g, x, 400)
+    photo = face.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    identity = encode_face(g, face, models, photo)
+    x = g.group("Face", face.nodes)
+    prompt = Column(g, x, 420)
+    positive, negative = prompt_nodes(g, prompt, clip, PROMPT, guidance)
+    x = g.group("Prompt", prompt.nodes)
+    sampling = Column(g, x, 360)
+    apply = apply_pulid(g, sampling, unet.out(0), models["pulid"], identity, **apply_widgets)
+    decode = sampler_nodes(g, sampling, apply.out(0), positive, negative, vae, *size, steps, 42)
+    x = g.group("Sampling", sampling.nodes)
+    output = Column(g, x, 520)
+    save_image(g, output, decode.out(0), prefix)
+    face_similarity(g, output, models, photo, decode.out(0))
+    g.group("Output", output.nodes)
     return g.to_json()
+
+
+APPLY_HELP = """**Apply PuLID-FLUX**: **weight** 1 is the official default; raise it (1.2-1.5) for a closer
+likeness, lower it for more prompt freedom. **start_step** 0 gives the highest fidelity; 1-4 leaves the
+first steps to the prompt (more editable; the official advice is 4 for photos)."""
 
 
 @workflow("flux1_dev_pulid", "FLUX.1-dev + PuLID: one face",
           "photo → Encode Face → Apply PuLID → KSampler → Save, with Face Similarity")
 def build_dev(g: Graph) -> dict:
-    local_models_note(g, "flux1-dev.safetensors", (0, 0))
-    g.note("""
+    how = f"""
         ## How to use
-        1. Load a clear photo of one face in **Load Image**.
-        2. Write the prompt; describe the person's setting, not their face.
-        3. Queue. *What the encoder saw* shows the aligned face; *Face similarity* scores the result
+        1. Load a clear photo of one face in **Reference photo**.
+        2. Write the prompt in **Prompt**; describe the setting, not the face.
+        3. Queue. **Encode Face (PuLID)** shows the aligned face it used; **Face Similarity (ArcFace)** scores the result
            (ArcFace cosine: above ~0.4 is usually the same person).
 
-        **weight** 1 is the official default; raise it (1.2-1.5) for a closer likeness, lower it for more
-        prompt freedom. **start_step** 0 gives the highest fidelity; 1-4 leaves the first steps to the
-        prompt (more editable; the official advice is 4 for photos).
-        FLUX.1-dev: 20 steps, guidance 3.5-4, cfg 1. FLUX.1-dev is under the FLUX.1 [dev] Non-Commercial License.""",
-           (0, 680), size=(520, 360), title="How to use")
+        {APPLY_HELP}
+
+        FLUX.1-dev: 20 steps, guidance 3.5 (**FluxGuidance**), cfg 1. FLUX.1-dev is under the
+        FLUX.1 [dev] Non-Commercial License."""
     return one_face_graph(g, "flux1-dev.safetensors", 3.5, (896, 1152), 20, "face_migration/flux1_dev_pulid",
-                          weight=1.0, start_step=0)
+                          [("How to use", how, 420)], weight=1.0, start_step=0)
+
+
+SCHNELL_GUIDANCE = """FLUX.1-schnell has no guidance input: the hosted API's guidance_scale (4) has no effect on
+schnell, and ComfyUI would ignore a FluxGuidance node, so this graph has none."""
 
 
 @workflow("flux1_schnell_pulid_4steps", "FLUX.1-schnell + PuLID: 4 steps",
-          "the hosted API's defaults locally: 4 steps, guidance 4, id_weight 1, start step 0")
+          "the hosted API's defaults locally: 4 steps, id_weight 1, start step 0")
 def build_schnell(g: Graph) -> dict:
-    local_models_note(g, "flux1-schnell.safetensors", (0, 0), extra="\nFLUX.1-schnell is Apache-2.0.")
-    g.note("""
+    about = f"""
         ## Same settings as the hosted API
-        This graph mirrors the MoArk / Gitee AI face-migration defaults: FLUX.1-schnell, **4 steps**,
-        **guidance 4**, **id_weight 1** (Apply PuLID's weight), **id_timestep_start 0** (Apply PuLID's
-        start_step in *steps* timing), 1024×1024. Compare it with the *remote_api_face_migration* workflow.
-        Schnell ignores the negative prompt: keep cfg at 1.""", (0, 680), size=(520, 260), title="About")
-    return one_face_graph(g, "flux1-schnell.safetensors", 4.0, (1024, 1024), 4,
-                          "face_migration/flux1_schnell_pulid", weight=1.0, timing="steps", start_step=0)
+        1. Load a clear photo of one face in **Reference photo**, write the **Prompt**, queue.
+        2. This graph mirrors the MoArk / Gitee AI face-migration defaults: FLUX.1-schnell, **4 steps**,
+           **id_weight 1** (the weight of **Apply PuLID-FLUX**), **id_timestep_start 0** (its start_step),
+           1024×1024, cfg 1. Compare it with the *remote_api_face_migration* workflow.
+
+        {SCHNELL_GUIDANCE}
+
+        FLUX.1-schnell is Apache-2.0."""
+    return one_face_graph(g, "flux1-schnell.safetensors", None, (1024, 1024), 4,
+                          "face_migration/flux1_schnell_pulid", [("About", about, 400)], weight=1.0, start_step=0)
 
 
 @workflow("flux1_dev_pulid_two_people", "Two people, two faces",
           "two identities, each limited by a mask to its half of one FLUX.1-dev image")
 def build_two_people(g: Graph) -> dict:
-    local_models_note(g, "flux1-dev.safetensors", (0, 0))
-    g.note("""
+    how = """
         ## Two identities in one image
-        Each **Apply PuLID** gets its own face and a **mask** (white = where that face may appear). The
-        masks here split the 1024×768 image into a left and a right half; the prompt asks for two people
-        side by side. Chain the Apply nodes: the second takes the first one's MODEL.
-        For other layouts, change the MaskComposite x/y or draw masks with Load Image (as Mask).
-        Keep the masks the size of the image (EmptySD3LatentImage); they are resized to the token grid.""",
-           (0, 680), size=(520, 300), title="How it works")
-    unet, clip, vae = flux_loaders(g, "flux1-dev.safetensors", 580, 0)
-    models = face_models(g, 580, 470)
+        1. Load **two photos**, one face each: the person for the left of the image in **Left person**, the
+           one for the right in **Right person**.
+        2. Queue. **Apply left face** and **Apply right face** each get one face and a mask (white = where
+           that face may appear): the masks split the 1024×768 image into a left and a right half, and the
+           prompt asks for two people side by side. The second Apply takes the first one's MODEL.
+
+        For other layouts change x/y in **left half mask** and **right half mask**, or draw masks with Load
+        Image (as Mask); keep them the size of the image (**EmptySD3LatentImage**). FLUX.1-dev is under the FLUX.1 [dev]
+        Non-Commercial License."""
+    x = notes_column(g, "flux1-dev.safetensors", [("How to use", how, 420)])
+    x, (unet, clip, vae), models = model_group(g, x, "flux1-dev.safetensors")
     width, height = 1024, 768
-    left_photo = g.add("LoadImage", (960, 0), title="Left person", size=(320, 380), image="person_left.png")
-    right_photo = g.add("LoadImage", (960, 860), title="Right person", size=(320, 380), image="person_right.png")
-    left_id = encode_face(g, models, left_photo, 960, 420, title="Encode left face")
-    right_id = encode_face(g, models, right_photo, 960, 1280, title="Encode right face")
+    left, right, mask_column = columns(g, x, 400, 400, 360)
+    ids, photos = [], []
+    for column, side in ((left, "Left"), (right, "Right")):
+        photo = column.add("LoadImage", title=f"{side} person", min_height=420, image=f"person_{side.lower()}.png")
+        ids.append(encode_face(g, column, models, photo, title=f"Encode {side.lower()} face"))
+        photos.append(photo)
     masks = []
-    for i, (side, x_offset) in enumerate((("left", 0), ("right", width // 2))):
-        canvas = g.add("SolidMask", (1720, 880 + 330 * i), title=f"{side}: empty canvas", value=0.0,
-                       width=width, height=height)
-        half = g.add("SolidMask", (1720, 1010 + 330 * i), title=f"{side}: half", value=1.0,
-                     width=width // 2, height=height)
-        mask = g.add("MaskComposite", (2060, 880 + 330 * i), title=f"{side} half mask", x=x_offset, y=0,
-                     operation="add")
+    for side, x_offset in (("left", 0), ("right", width // 2)):
+        canvas = mask_column.add("SolidMask", title=f"{side}: empty canvas", value=0.0, width=width, height=height)
+        half = mask_column.add("SolidMask", title=f"{side}: half", value=1.0, width=width // 2, height=height)
+        mask = mask_column.add("MaskComposite", title=f"{side} half mask", x=x_offset, y=0, operation="add")
         g.link(canvas.out(0), mask, "destination")
         g.link(half.out(0), mask, "source")
         masks.append(mask)
+    x = g.group("Face", nodes_of(left, right, mask_column))
+    prompt = Column(g, x, 420)
     text = ("two friends standing side by side in a sunny park, a woman on the left and a man on the right, "
             "both smiling at the camera, candid photo, natural light")
-    positive, negative = flux_prompt(g, clip, text, 3.5, 1720, 0)
-    first = apply_pulid(g, unet.out(0), models, left_id, 1720, 470, mask=masks[0].out(0), title="Apply left face")
-    second = apply_pulid(g, first.out(0), models, right_id, 2060, 470, mask=masks[1].out(0),
+    positive, negative = prompt_nodes(g, prompt, clip, text, 3.5)
+    x = g.group("Prompt", prompt.nodes)
+    sampling = Column(g, x, 360)
+    first = apply_pulid(g, sampling, unet.out(0), models["pulid"], ids[0], mask=masks[0].out(0),
+                        title="Apply left face")
+    second = apply_pulid(g, sampling, first.out(0), models["pulid"], ids[1], mask=masks[1].out(0),
                          title="Apply right face")
-    _, _, decode, _ = sample_and_save(g, second.out(0), positive, negative, vae, 2440, 0, width, height, 20, 7,
-                                      "face_migration/two_people")
-    face_similarity(g, models, left_photo, decode.out(0), 2800, 640, title="Left face similarity")
-    face_similarity(g, models, right_photo, decode.out(0), 2800, 940, title="Right face similarity")
+    decode = sampler_nodes(g, sampling, second.out(0), positive, negative, vae, width, height, 20, 7)
+    x = g.group("Sampling", sampling.nodes)
+    output = Column(g, x, 520)
+    save_image(g, output, decode.out(0), "face_migration/two_people")
+    for side, photo in zip(("Left", "Right"), photos):
+        face_similarity(g, output, models, photo, decode.out(0), title=f"{side} face similarity")
+    g.group("Output", output.nodes)
     return g.to_json()
 
 
-REMOTE_NOTE = """
+API_KEY_NOTE = f"""
     ## API key
-    This node calls the hosted MoArk / Gitee AI face-migration API (FLUX.1-schnell + PuLID on their
-    servers): no local model files are needed. Create a key at moark.ai (or ai.gitee.com) and set the
-    environment variable **MOARK_API_KEY** (or GITEE_AI_API_KEY) before starting ComfyUI, or save the key
-    in the key file named in the README. The key is never a widget, so it never ends up in a workflow
-    or in an image's metadata. Each run is a paid request; a new seed makes a new one."""
+    **Face Migration (MoArk API)** calls the hosted MoArk / Gitee AI face-migration API (FLUX.1-schnell
+    + PuLID on their servers): no local model file is needed for it. Create a key at moark.ai (or
+    ai.gitee.com), then either set the environment variable **MOARK_API_KEY** (or GITEE_AI_API_KEY) before
+    starting ComfyUI, or save the key alone in `{KEY_FILE}`. The key is never a widget, so it never
+    ends up in a workflow or in an image's metadata. Each run is a paid request; a new seed makes a new one."""
 
 
-def remote_node(g: Graph, photo: Node, x: int, y: int, prompt_from=None) -> Node:
+def remote_node(g: Graph, column: Column, photo: Node, prompt_from=None) -> Node:
     """The API node with the hosted API's defaults, a fixed seed and the shared prompt (typed or linked)."""
-    node = g.add("FaceMigration_MoArkFaceMigration", (x, y), size=(360, 520), prompt=PROMPT, seed=REMOTE_SEED)
+    node = column.add("FaceMigration_MoArkFaceMigration", prompt=PROMPT, seed=REMOTE_SEED)
     g.link(photo.out(0), node, "image")
     if prompt_from is not None:
         g.link(prompt_from, node, "prompt")
@@ -487,45 +608,113 @@ def remote_node(g: Graph, photo: Node, x: int, y: int, prompt_from=None) -> Node
 @workflow("remote_api_face_migration", "Face migration through the hosted API",
           "MoArk / Gitee AI: photo + prompt → image, no local models")
 def build_remote(g: Graph) -> dict:
-    g.note(REMOTE_NOTE, (0, 0), size=(460, 330), title="Set up the API key")
-    photo = g.add("LoadImage", (520, 0), title="Reference photo", size=(340, 420), image=PHOTO)
-    remote = remote_node(g, photo, 900, 0)
-    save = g.add("SaveImage", (1320, 0), size=(420, 480), filename_prefix="face_migration/remote")
-    g.link(remote.out(0), save, "images")
+    how = """
+        ## How to use
+        Load a photo of one face in **Reference photo**, write the prompt in **Face Migration (MoArk API)**
+        and queue. The result is saved by **Save Image**."""
+    x = notes_column(g, None, [("Set up the API key", API_KEY_NOTE, 330), ("How to use", how, 160)], face_files=[])
+    face = Column(g, x, 400)
+    photo = face.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    x = g.group("Face", face.nodes)
+    sampling = Column(g, x, 420)
+    remote = remote_node(g, sampling, photo)
+    x = g.group("Sampling", sampling.nodes)
+    output = Column(g, x, 520)
+    save_image(g, output, remote.out(0), "face_migration/remote")
+    g.group("Output", output.nodes)
     return g.to_json()
 
 
 @workflow("local_vs_remote", "Local PuLID vs the hosted API",
           "same photo, same prompt: FLUX.1-schnell locally and remotely, side by side with similarity scores")
 def build_side_by_side(g: Graph) -> dict:
-    local_models_note(g, "flux1-schnell.safetensors", (0, 0))
-    g.note(textwrap.dedent(REMOTE_NOTE) + "\n\nBoth sides use the API's defaults (4 steps, guidance 4, id_weight 1, start step 0) "
-           "and the same seed, so differences come from the two implementations.", (0, 680), size=(520, 380),
-           title="About the comparison")
-    unet, clip, vae = flux_loaders(g, "flux1-schnell.safetensors", 580, 0)
-    models = face_models(g, 580, 470)
-    photo = g.add("LoadImage", (960, 0), title="Reference photo", size=(340, 420), image=PHOTO)
-    identity = encode_face(g, models, photo, 960, 470)
-    text = g.add("PrimitiveString", (1340, -200), title="Prompt (shared)", size=(360, 100), value=PROMPT)
-    encode = g.add("CLIPTextEncode", (1720, 0), title="Prompt", text=PROMPT)  # the text comes from the link
-    g.link(clip.out(0), encode, "clip")
-    g.link(text.out(0), encode, "text")
-    positive = g.add("FluxGuidance", (1720, 230), guidance=4.0)
-    g.link(encode.out(0), positive, "conditioning")
-    negative = g.add("ConditioningZeroOut", (1720, 340), size=(320, 60))
-    g.link(encode.out(0), negative, "conditioning")
-    apply = apply_pulid(g, unet.out(0), models, identity, 1720, 470, weight=1.0, timing="steps", start_step=0)
-    _, _, decode, _ = sample_and_save(g, apply.out(0), positive, negative, vae, 2100, 0, 1024, 1024, 4, REMOTE_SEED,
-                                      "face_migration/local")
-    remote = remote_node(g, photo, 2100, 700, prompt_from=text.out(0))
-    side_by_side = g.add("ImageStitch", (2880, 0), title="Local | Remote", direction="right",
-                         match_image_size=True, spacing_width=16, spacing_color="white")
-    g.link(decode.out(0), side_by_side, "image1")
-    g.link(remote.out(0), side_by_side, "image2")
-    save = g.add("SaveImage", (2880, 260), size=(520, 360), filename_prefix="face_migration/local_vs_remote")
-    g.link(side_by_side.out(0), save, "images")
-    face_similarity(g, models, photo, decode.out(0), 3460, 0, title="Local similarity")
-    face_similarity(g, models, photo, remote.out(0), 3460, 320, title="Remote similarity")
+    about = f"""
+        ## About the comparison
+        One photo (**Reference photo**) and one prompt (**Prompt (shared)**) go to both sides: local PuLID
+        on FLUX.1-schnell (4 steps, **Apply PuLID-FLUX** weight 1, start_step 0) and the hosted API with its
+        defaults (4 steps, id_weight 1, id_timestep_start 0). **Local | Remote** shows the two images side
+        by side; **Local similarity** and **Remote similarity** score each against the photo.
+
+        The two images are not expected to match pixel for pixel: the server makes its own starting noise
+        from the seed (and may run other weights or precision), so the same seed number does not give the
+        same noise. Compare likeness (the two scores) and prompt following, not pixels.
+
+        {SCHNELL_GUIDANCE}"""
+    x = notes_column(g, "flux1-schnell.safetensors", [("About the comparison", about, 440),
+                                                      ("Set up the API key", API_KEY_NOTE, 330)])
+    x, (unet, clip, vae), models = model_group(g, x, "flux1-schnell.safetensors")
+    face = Column(g, x, 400)
+    photo = face.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    identity = encode_face(g, face, models, photo)
+    x = g.group("Face", face.nodes)
+    prompt = Column(g, x, 420)
+    text = prompt.add("PrimitiveStringMultiline", title="Prompt (shared)", min_height=220, value=PROMPT)
+    positive, negative = prompt_nodes(g, prompt, clip, PROMPT, None, linked_text=text.out(0))
+    x = g.group("Prompt", prompt.nodes)
+    local, hosted = columns(g, x, 360, 420)
+    apply = apply_pulid(g, local, unet.out(0), models["pulid"], identity, weight=1.0, start_step=0)
+    decode = sampler_nodes(g, local, apply.out(0), positive, negative, vae, 1024, 1024, 4, REMOTE_SEED)
+    remote = remote_node(g, hosted, photo, prompt_from=text.out(0))
+    x = g.group("Sampling", nodes_of(local, hosted))
+    images, scores = columns(g, x, 520, 400)
+    save_image(g, images, decode.out(0), "face_migration/local", title="Local image")
+    stitch = images.add("ImageStitch", title="Local | Remote", direction="right", match_image_size=True,
+                        spacing_width=16, spacing_color="white")
+    g.link(decode.out(0), stitch, "image1")
+    g.link(remote.out(0), stitch, "image2")
+    save_image(g, images, stitch.out(0), "face_migration/local_vs_remote", title="Side by side")
+    face_similarity(g, scores, models, photo, decode.out(0), title="Local similarity")
+    face_similarity(g, scores, models, photo, remote.out(0), title="Remote similarity")
+    g.group("Output", nodes_of(images, scores))
+    return g.to_json()
+
+
+IDENTITY_NAME = "my_face"
+
+
+@workflow("identity_round_trip", "A face identity as a file",
+          "encode once → Save Identity; Load Identity → Apply PuLID, no face model loaded")
+def build_identity(g: Graph) -> dict:
+    how = f"""
+        ## Encode once, reuse without the photo
+        **Step 1** (as loaded): load a photo in **Reference photo** and queue. **Save Identity (PuLID)**
+        writes `ComfyUI/models/pulid_identities/{IDENTITY_NAME}.safetensors`: the ID tokens, the PuLID
+        weights they fit and a 128 px thumbnail of the aligned face crop (switch **thumbnail** off for
+        none). The photo itself is never stored.
+
+        **Step 2**: right-click the group *Face: encode once and save* → Set Group Nodes to Never (mute),
+        and set the muted groups *Face: load the saved identity*, *Prompt*, *Sampling* and *Output* to
+        Always. Queue: **Load Identity (PuLID)** feeds **Apply PuLID-FLUX** from the file, with no face
+        detector, EVA-CLIP or face parsing loaded; the image is the same as from the encoded photo.
+
+        Share the .safetensors file to share the identity without the photo. `python -m face_migration
+        identity info FILE` shows what a file holds."""
+    x = notes_column(g, "flux1-dev.safetensors", [("How to use", how, 520)])
+    x, (unet, clip, vae), models = model_group(g, x, "flux1-dev.safetensors")
+    encode_part = Column(g, x, 400)
+    photo = encode_part.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    encoded = encode_face(g, encode_part, models, photo)
+    save = encode_part.add("FaceMigration_SaveIdentity", name=IDENTITY_NAME)
+    g.link(encoded.out(0), save, "pulid_id")
+    g.link(encoded.out("preview"), save, "preview")
+    x = g.group("Face: encode once and save", encode_part.nodes)
+    load_part = Column(g, x, 400)
+    loaded = load_part.add("FaceMigration_LoadIdentity", min_height=260,
+                           identity_file=f"{IDENTITY_NAME}.safetensors")
+    g.link(models["pulid"].out(0), loaded, "pulid_model")
+    x = g.group("Face: load the saved identity", load_part.nodes)
+    prompt = Column(g, x, 420)
+    positive, negative = prompt_nodes(g, prompt, clip, PROMPT, 3.5)
+    x = g.group("Prompt", prompt.nodes)
+    sampling = Column(g, x, 360)
+    apply = apply_pulid(g, sampling, unet.out(0), models["pulid"], loaded, weight=1.0, start_step=0)
+    decode = sampler_nodes(g, sampling, apply.out(0), positive, negative, vae, 896, 1152, 20, 42)
+    x = g.group("Sampling", sampling.nodes)
+    output = Column(g, x, 520)
+    save_image(g, output, decode.out(0), "face_migration/from_identity_file")
+    g.group("Output", output.nodes)
+    for node in nodes_of(load_part, prompt, sampling, output):
+        node.mode = MUTED  # step 2 of the Note: needs the file step 1 writes
     return g.to_json()
 
 

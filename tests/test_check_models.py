@@ -208,7 +208,7 @@ def test_flux_text_encoders_and_vae_are_checked_with_the_workflows_needing_them(
     code, out, _ = run(["--comfyui", comfy, "--no-hash"])
     dev = section(out, "flux1-dev.safetensors")
     assert dev.startswith("[MISSING]") and "models/diffusion_models" in dev and "huggingface.co/Comfy-Org" in dev
-    assert "workflows: flux1_dev_pulid, flux1_dev_pulid_two_people\n" in dev + "\n"
+    assert "workflows: flux1_dev_pulid, flux1_dev_pulid_two_people, identity_round_trip\n" in dev + "\n"
     for name in ("clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"):
         text = section(out, name)
         assert text.startswith("[MISSING]") and "local_vs_remote" in text and "flux1_schnell_pulid_4steps" in text

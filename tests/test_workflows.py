@@ -13,7 +13,8 @@ from tests.workflow_validation import (CONTROL_VALUES, PACK_SCHEMAS, assert_vali
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {"flux1_dev_pulid", "flux1_schnell_pulid_4steps", "remote_api_face_migration",
-            "flux1_dev_pulid_two_people", "local_vs_remote"}
+            "flux1_dev_pulid_two_people", "local_vs_remote", "identity_round_trip"}
+LOCAL = sorted(EXPECTED - {"remote_api_face_migration"})
 WORKFLOWS = [REPO / "workflows" / f"{name}.json" for name in sorted(EXPECTED)]
 PACK_PREFIX = "FaceMigration_"
 
@@ -39,7 +40,7 @@ def widgets(node, schemas):
     return result
 
 
-def test_exactly_the_five_workflows_are_shipped():
+def test_exactly_the_six_workflows_are_shipped():
     assert {p.stem for p in (REPO / "workflows").glob("*.json")} == EXPECTED
 
 
@@ -78,7 +79,7 @@ def test_models_list_matches_the_loaders(path, schemas):
 
 
 def test_local_workflows_name_every_required_catalogue_file(schemas):
-    for name in EXPECTED - {"remote_api_face_migration"}:
+    for name in LOCAL:
         notes = note_text(load(name))
         for model in MODEL_FILES:
             if not model.optional:
@@ -97,14 +98,25 @@ def test_models_entries_are_files_comfyui_lists(path):
         assert entry["name"].endswith(LISTED_EXTENSIONS), entry
 
 
+def apply_nodes(workflow):
+    return [n for n in workflow["nodes"] if n["type"].startswith("FaceMigration_ApplyPulid")]
+
+
 def test_schnell_mirrors_the_hosted_api_defaults(schemas):
     workflow = load("flux1_schnell_pulid_4steps")
     sampler = widgets(nodes_of(workflow, "KSampler")[0], schemas)
     assert sampler["steps"] == 4 and sampler["cfg"] == 1.0
-    assert widgets(nodes_of(workflow, "FluxGuidance")[0], schemas)["guidance"] == 4.0
-    apply = widgets(nodes_of(workflow, "FaceMigration_ApplyPulid")[0], schemas)
-    assert apply["weight"] == 1.0 and apply["timing"] == "steps" and apply["start_step"] == 0
+    apply = widgets(apply_nodes(workflow)[0], schemas)
+    assert apply["weight"] == 1.0 and apply.get("timing", "steps") == "steps" and apply["start_step"] == 0
     assert widgets(nodes_of(workflow, "UNETLoader")[0], schemas)["unet_name"] == "flux1-schnell.safetensors"
+
+
+@pytest.mark.parametrize("name", ["flux1_schnell_pulid_4steps", "local_vs_remote"])
+def test_schnell_workflows_have_no_guidance_node_and_say_why(name):
+    """FLUX.1-schnell has no guidance embedding: a FluxGuidance node there does nothing."""
+    workflow = load(name)
+    assert not nodes_of(workflow, "FluxGuidance")
+    assert "FLUX.1-schnell has no guidance input" in note_text(workflow)
 
 
 def test_two_people_has_two_identities_and_two_masks(schemas):
@@ -155,9 +167,9 @@ def small_workflow():
                 "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
                 "outputs": [{"name": n, "type": t, "links": links} for n, t, links in outputs],
                 "properties": {}, "widgets_values": list(values)}
-    model = {"name": "flux1-schnell.safetensors", "url": "https://example.org/flux1-schnell.safetensors",
+    model = {"name": "flux1-schnell.safetensors", "url": "https://huggingface.co/example/flux1-schnell.safetensors",
              "directory": "diffusion_models"}
-    encoders = [{"name": n, "url": f"https://example.org/{n}", "directory": "text_encoders"}
+    encoders = [{"name": n, "url": f"https://huggingface.co/example/{n}", "directory": "text_encoders"}
                 for n in ("clip_l.safetensors", "t5xxl_fp16.safetensors")]
     return {
         "version": 0.4, "last_node_id": 11, "last_link_id": 9, "models": [model, *encoders],
@@ -303,3 +315,204 @@ def test_pack_snapshot_holds_only_pack_nodes():
 def test_missing_core_snapshot_fails_loudly(tmp_path):
     with pytest.raises(FileNotFoundError, match="object_info.core.json"):
         load_schemas(core=tmp_path / "object_info.core.json")
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a user sees on opening a workflow: layout, saved view, Notes.
+
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
+GROUP_TITLE_HEIGHT = 34  # a group's title bar (font 24)
+GROUPS = ("Models", "Face", "Prompt", "Sampling", "Output")
+FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
+# Readable zoom: LiteGraph stops drawing text below 0.6; the check uses a laptop-sized canvas.
+MIN_SCALE, VIEWPORT = 0.75, (1600, 900)
+# Label + value of a combo widget at the frontend's 12 px font, plus arrows and margins (LiteGraph BaseWidget).
+CHAR_WIDTH, WIDGET_CHROME = 7.5, 90
+
+
+def rect(node):
+    x, y = node["pos"]
+    w, h = node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def inside(inner, outer) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+
+def group_rects(workflow):
+    """title -> (whole rectangle, the part below the title bar where nodes may sit)."""
+    result = {}
+    for group in workflow["groups"]:
+        x, y, w, h = group["bounding"]
+        result[group["title"]] = ((x, y, x + w, y + h), (x, y + GROUP_TITLE_HEIGHT, x + w, y + h))
+    return result
+
+
+def is_note(node):
+    return node["type"] in ("Note", "MarkdownNote")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_no_node_overlaps_another_or_a_group_title(path):
+    workflow = json.loads(path.read_text())
+    nodes = workflow["nodes"]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            assert not overlap(rect(a), rect(b)), f"{a.get('title') or a['type']} overlaps " \
+                                                  f"{b.get('title') or b['type']}"
+    groups = list(group_rects(workflow).items())
+    for i, (title, (whole, _)) in enumerate(groups):
+        for other, (other_whole, _) in groups[i + 1:]:
+            assert not overlap(whole, other_whole), f"groups {title} and {other} overlap"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_node_sits_inside_one_named_group(path):
+    """Groups are the stages (Models, Face, Prompt, Sampling, Output); Notes stay outside, beside them."""
+    workflow = json.loads(path.read_text())
+    groups = group_rects(workflow)
+    assert all(title.split(":")[0] in GROUPS for title in groups), list(groups)
+    if path.stem != "remote_api_face_migration":
+        assert {title.split(":")[0] for title in groups} == set(GROUPS), list(groups)
+    for node in workflow["nodes"]:
+        holders = [t for t, (_, body) in groups.items() if inside(rect(node), body)]
+        touching = [t for t, (whole, _) in groups.items() if overlap(rect(node), whole)]
+        name = node.get("title") or node["type"]
+        if is_note(node):
+            assert not touching, f"Note {name} overlaps group {touching}"
+        else:
+            assert len(holders) == 1 and touching == holders, f"{name} is not inside exactly one group: {touching}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_saved_view_is_legible_and_shows_notes_and_models(path):
+    workflow = json.loads(path.read_text())
+    view = workflow["extra"]["ds"]
+    scale, (dx, dy) = view["scale"], view["offset"]
+    assert scale >= MIN_SCALE
+    shown = (-dx, -dy, -dx + VIEWPORT[0] / scale, -dy + VIEWPORT[1] / scale)  # graph area on screen
+    first_note = next(n for n in workflow["nodes"] if is_note(n))
+    x0, y0, x1, _ = rect(first_note)
+    assert inside((x0, y0, x1, y0 + 200), shown), "the first Note is not in the opening view"
+    first_group = group_rects(workflow)[workflow["groups"][0]["title"]][0]
+    assert inside((first_group[0], first_group[1], first_group[2], first_group[1] + 300), shown)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_combo_values_fit_their_nodes(path, schemas):
+    """A loader label such as 'eva_file  EVA02_CLIP_L_336_psz14_s6B.pt' is not cut off ('eva_f…')."""
+    for node in json.loads(path.read_text())["nodes"]:
+        if is_note(node):
+            continue
+        for name, value in widgets(node, schemas).items():
+            if isinstance(value, str) and ":" not in name and len(value) < 80:
+                needed = CHAR_WIDTH * (len(name) + len(value)) + WIDGET_CHROME
+                assert node["size"][0] >= needed, f"{node['type']}.{name} = {value!r} needs {needed:.0f} px"
+
+
+# Pack outputs that the node already shows on itself (ui previews): another Preview node would repeat them.
+SHOWN_ON_NODE = {("FaceMigration_EncodeFace", "preview"), ("FaceMigration_FaceSimilarity", "report")}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_no_output_is_previewed_twice(path):
+    workflow = json.loads(path.read_text())
+    by_id = {n["id"]: n for n in workflow["nodes"]}
+    for _, src, slot, dst, _, _ in workflow["links"]:
+        source = by_id[src]
+        if by_id[dst]["type"] in ("PreviewImage", "PreviewAny"):
+            assert (source["type"], source["outputs"][slot]["name"]) not in SHOWN_ON_NODE, source["type"]
+
+
+def test_frontend_downloadable_entries_only():
+    """No `models` entry the bundled frontend refuses (EVA's .pt, facexlib's .pth from GitHub): those show as
+    red rows in its Missing Models dialog. They are named in the Notes instead."""
+    for path in WORKFLOWS:
+        workflow = json.loads(path.read_text())
+        entries = workflow["models"] + [m for n in workflow["nodes"] for m in n["properties"].get("models", [])]
+        for entry in entries:
+            assert entry["name"].endswith((".safetensors", ".sft")), (path.stem, entry)
+            assert entry["url"].startswith(("https://huggingface.co/", "https://civitai.com/")), (path.stem, entry)
+    for name in LOCAL:
+        notes = note_text(load(name))
+        assert BY_KEY["eva02_clip_l_336"].filename in notes and BY_KEY["bisenet"].url in notes
+
+
+@pytest.mark.parametrize("name", LOCAL)
+def test_local_workflows_need_no_optional_file(name, schemas):
+    """A user who downloads only the required files can queue: the fast alignment needs no RetinaFace."""
+    from face_migration.check_models import workflow_needs
+    assert not [m for m in workflow_needs()[name] if m.optional]
+    for node in nodes_of(load(name), "FaceMigration_FaceParsingLoader"):
+        assert widgets(node, schemas)["landmark_file"] == FAST_ALIGNMENT
+    assert "detection_Resnet50_Final.pth" in note_text(load(name)) and "optional" in note_text(load(name))
+
+
+def test_eva_folder_is_the_same_in_notes_and_readme():
+    eva = BY_KEY["eva02_clip_l_336"]
+    readme = (REPO / "README.md").read_text()
+    assert f"`{eva.display_folder}/`" in readme
+    for name in LOCAL:
+        workflow = load(name)
+        assert f"[{eva.filename}]({eva.url}) → `{eva.display_folder}/`" in note_text(workflow)
+        assert all(e["name"] != eva.filename for e in workflow["models"])
+
+
+@pytest.mark.parametrize("name", ["remote_api_face_migration", "local_vs_remote"])
+def test_api_key_note_names_the_key_file(name):
+    notes = note_text(load(name))
+    assert "ComfyUI/user/moark_api_key.txt" in notes and "named in the README" not in notes
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_notes_name_nodes_by_their_titles(path, schemas):
+    """A Note that says **Reference photo** refers to a node with that title (not 'Load Image')."""
+    import re
+    workflow = json.loads(path.read_text())
+    titles = {n.get("title") or schemas[n["type"]]["display_name"] or n["type"] for n in workflow["nodes"]
+              if not is_note(n)}
+    for text in re.findall(r"\*\*([^*]+)\*\*", note_text(workflow)):
+        if text[0].isupper() and text not in NOTE_EMPHASIS:
+            assert text in titles, f"a Note names '{text}', which is no node's title in {path.stem}"
+
+
+# Bold words in the Notes that are not node titles.
+NOTE_EMPHASIS = {"FLUX", "PuLID and the face pipeline", "R", "MOARK_API_KEY", "Step 1", "Step 2", "Models"}
+
+
+def test_two_people_says_to_load_two_photos():
+    notes = note_text(load("flux1_dev_pulid_two_people"))
+    assert "two photos" in notes and "**Left person**" in notes and "**Right person**" in notes
+
+
+def test_local_vs_remote_prompt_is_multiline_and_the_note_is_honest(schemas):
+    workflow = load("local_vs_remote")
+    (shared,) = [n for n in workflow["nodes"] if n.get("title") == "Prompt (shared)"]
+    assert schemas[shared["type"]]["input"]["required"]["value"][1].get("multiline")
+    about = next(n for n in workflow["nodes"] if n.get("title") == "About the comparison")["widgets_values"][0]
+    assert "noise" in about and "not expected to match" in about and "API key" not in about
+
+
+def test_identity_workflow_round_trip(schemas):
+    """Step 1 (as loaded) encodes and saves; step 2 (muted until the file exists) loads and applies, with no
+    face model or photo in the part that runs."""
+    workflow = load("identity_round_trip")
+    prompt = to_api(workflow, schemas)
+    kinds = {n["class_type"] for n in prompt.values()}
+    assert "FaceMigration_SaveIdentity" in kinds and "FaceMigration_LoadIdentity" not in kinds
+    flipped = json.loads(json.dumps(workflow))
+    step_one = {"LoadImage", "FaceMigration_EncodeFace", "FaceMigration_SaveIdentity", "PreviewAny"}
+    for node in flipped["nodes"]:
+        node["mode"] = 2 if node["type"] in step_one else 0
+    assert_valid(flipped, schemas, "identity_round_trip, step 2")
+    second = to_api(flipped, schemas)
+    used = {n["class_type"] for n in second.values()}
+    assert {"FaceMigration_LoadIdentity", "KSampler", "SaveImage"} <= used
+    saved = next(n for n in prompt.values() if n["class_type"] == "FaceMigration_SaveIdentity")["inputs"]["name"]
+    loaded = next(n for n in second.values() if n["class_type"] == "FaceMigration_LoadIdentity")
+    assert loaded["inputs"]["identity_file"] == saved + ".safetensors"

@@ -38,7 +38,13 @@ CORE_MODEL_COMBOS = {
     ("LoraLoaderModelOnly", "lora_name"): "loras",
 }
 LEGACY_FOLDERS = {"clip": "text_encoders", "unet": "diffusion_models"}
+# What the bundled frontend (1.27.10, its Missing Models dialog) downloads. A `models` entry outside these
+# shows as a red error row whenever the file is absent, so such files are named in the Notes only.
+DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
+DOWNLOAD_SUFFIXES = (".safetensors", ".sft")
 UPLOAD_KINDS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
+# Combos listing files the user makes (empty in any snapshot): node input -> the extension they must have.
+USER_FILE_COMBOS = {("FaceMigration_LoadIdentity", "identity_file"): ".safetensors"}
 
 
 def load_schemas(core: Path = CORE_SCHEMAS, pack: Path = PACK_SCHEMAS) -> dict:
@@ -142,6 +148,10 @@ def models_directory(folder: str) -> str:
     return LEGACY_FOLDERS.get(folder, folder)
 
 
+def frontend_can_download(name: str, url: str) -> bool:
+    return name.endswith(DOWNLOAD_SUFFIXES) and url.startswith(DOWNLOAD_SOURCES)
+
+
 def note_text(workflow: dict) -> str:
     return "\n".join(str(v) for n in workflow.get("nodes", []) if n.get("type") in NOTE_TYPES
                      for v in n.get("widgets_values") or [])
@@ -203,6 +213,10 @@ def _check_models_list(workflow: dict, problems: Problems) -> None:
             problems.add(None, f"models entry {entry} needs name, url and directory")
         elif not entry["url"].startswith("https://"):
             problems.add(None, f"models entry {entry['name']}: url {entry['url']} is not https")
+        elif not frontend_can_download(entry["name"], entry["url"]):
+            problems.add(None, f"models entry {entry['name']}: the frontend refuses to download it (only "
+                               f"{', '.join(DOWNLOAD_SUFFIXES)} from {', '.join(DOWNLOAD_SOURCES)}), so it shows as "
+                               f"an error row; name it in a Note only")
 
 
 def _check_sockets(node: dict, schema: dict, problems: Problems) -> None:
@@ -248,7 +262,7 @@ def model_file_folder(node_type: str, spec: InputSpec) -> str | None:
     catalogue file name (the pack's loaders always offer the catalogue's file)."""
     if (node_type, spec.name) in CORE_MODEL_COMBOS:
         return CORE_MODEL_COMBOS[(node_type, spec.name)]
-    if spec.type != "COMBO" or spec.upload_kind:
+    if spec.type != "COMBO" or spec.upload_kind or (node_type, spec.name) in USER_FILE_COMBOS:
         return None
     if not spec.options or set(spec.options) & set(catalogue_names()):
         return ""
@@ -276,6 +290,10 @@ def _widget_problem(node_type: str, slot: WidgetSlot, value, workflow: dict) -> 
     # COMBO
     if spec.upload_kind:
         return None if isinstance(value, str) and value else "empty file name"
+    extension = USER_FILE_COMBOS.get((node_type, spec.name))
+    if extension:
+        ok = isinstance(value, str) and value.endswith(extension)
+        return None if ok else f"{value!r} is not a {extension} file"
     folder = model_file_folder(node_type, spec)
     if folder is not None and (folder or value in catalogue_names() or value not in spec.options):
         return _model_file_problem(value, folder, workflow)
@@ -294,9 +312,11 @@ def _model_file_problem(value, folder: str, workflow: dict) -> str | None:
             return f"{value!r} is not a file of the model catalogue (face_migration/catalog.py)"
         folder = model.folder
         entry = entries.get(models_entry_name(model))
-        if entry is None:
+        if not frontend_can_download(models_entry_name(model), model.url):
+            entry = {"directory": models_directory(folder)}  # left to the Notes (see DOWNLOAD_SOURCES)
+        elif entry is None:
             return f"{models_entry_name(model)} is not in the workflow's models list"
-        if entry.get("url") != model.url:
+        elif entry.get("url") != model.url:
             return f"models entry url {entry.get('url')} differs from the catalogue's {model.url}"
     else:
         entry = entries.get(value)

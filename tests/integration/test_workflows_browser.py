@@ -1,9 +1,13 @@
 """Each shipped workflow loaded into ComfyUI's own frontend in headless Chromium, as a user loads it.
 
 The file is dropped onto the page (the frontend's drop handler, as when dragging it from a file
-manager). Then: no missing-node dialog, every node type registered in LiteGraph, the missing-models
-dialog (when shown) names only valid model folders, and the prompt the frontend would queue equals
-tests/workflow_validation.to_api's conversion. A screenshot per workflow goes to artifacts/browser/.
+manager) of a server that has none of the real model files (a fresh install). Then: no missing-node
+dialog, every node type registered in LiteGraph; the Missing Models dialog lists each missing file of the
+workflow's `models` list (the pack's PuLID file included) and has no error row (a download the frontend
+refuses, an unknown folder); the saved view opens at a legible zoom; no node is smaller than the frontend
+needs for it and no two nodes overlap as the frontend draws them; and the prompt the frontend would queue
+equals tests/workflow_validation.to_api's conversion. A screenshot of each workflow as it opens goes to
+artifacts/browser/.
 
 Needs COMFYUI_PATH (the integration server), the `playwright` Python package and a Chromium: the one at
 CHROMIUM_PATH if set, else /usr/bin/chromium if present (Debian: apt-get install chromium), else
@@ -36,9 +40,16 @@ DROP_FILE = """([name, text]) => {
 DIALOG_TEXTS = "() => [...document.querySelectorAll('.p-dialog')].map(d => d.innerText)"
 GRAPH_STATE = """() => ({
     title: app.graph.extra?.title ?? null,
-    nodes: app.graph.nodes.map(n => ({id: n.id, type: n.type,
-                                      registered: n.type in LiteGraph.registered_node_types})),
+    scale: app.canvas.ds.scale,
+    offset: [...app.canvas.ds.offset],
+    nodes: app.graph.nodes.map(n => ({id: n.id, type: n.type, title: n.title,
+                                      registered: n.type in LiteGraph.registered_node_types,
+                                      pos: [...n.pos], size: [...n.size], needed: [...n.computeSize()],
+                                      title_height: LiteGraph.NODE_TITLE_HEIGHT})),
 })"""
+# Texts of the Missing Models dialog's error rows (frontend 1.27.10, MissingModelsWarning).
+ERROR_ROWS = ("Only allowed suffixes", "Download not allowed", "Invalid directory")
+MIN_SCALE = 0.75  # LiteGraph stops drawing text below 0.6
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +64,7 @@ def page(comfy):
         browser = driver.chromium.launch(executable_path=chromium(driver.chromium.executable_path),
                                          args=CHROMIUM_ARGS)
         # Large enough that a fitted graph is drawn above LiteGraph's low-quality zoom (text visible).
-        page = browser.new_page(viewport={"width": 2560, "height": 1600})
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
         page.console_errors = []
         page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
         page.goto(comfy.url + "/")
@@ -97,15 +108,25 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     state = page.evaluate(GRAPH_STATE)
     queued = page.evaluate("async () => (await app.graphToPrompt()).output")
     close_dialogs(page)
-    page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))  # the view a user gets on opening it
     (ARTIFACTS / f"{path.stem}.dialogs.txt").write_text("\n\n".join(dialogs))
 
     assert not [d for d in dialogs if "missing" in d.lower() and "node" in d.lower()], dialogs
     unregistered = [n for n in state["nodes"] if not n["registered"]]
     assert not unregistered, f"node types the frontend does not know: {unregistered}"
-    assert not [d for d in dialogs if "Invalid directory" in d], f"a models entry names no ComfyUI folder: {dialogs}"
+    text = "\n".join(dialogs)
+    assert not [row for row in ERROR_ROWS if row in text], f"error rows in the Missing Models dialog: {dialogs}"
+    on_disk = set(comfy.object_info()["UNETLoader"]["input"]["required"]["unet_name"][0])
+    for entry in workflow["models"]:
+        if entry["name"] not in on_disk:
+            assert f"{entry['directory']} / {entry['name']}" in text, f"{entry['name']} not listed as missing"
+    if any(n["type"] == "FaceMigration_PulidModelLoader" for n in workflow["nodes"]):
+        assert "pulid / pulid_flux_v0.9.1.safetensors" in text, "the pack's missing PuLID file is not listed"
+    saved_view = workflow["extra"]["ds"]
+    assert state["scale"] == pytest.approx(saved_view["scale"]) and state["scale"] >= MIN_SCALE
+    assert state["offset"] == pytest.approx(saved_view["offset"]), "the saved view was not restored"
+    assert_drawn_without_overlap(state["nodes"])
     expected = to_api(workflow, load_schemas())
     assert set(queued) == set(expected), "the frontend would queue other nodes than to_api"
     for node_id, node in expected.items():
@@ -116,3 +137,19 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
         shared = {k: got["inputs"][k] for k in node["inputs"] if k in got["inputs"]}
         assert shared == node["inputs"], f"node {node_id} ({node['class_type']}): frontend {shared} != {node['inputs']}"
     assert not page.console_errors, page.console_errors
+
+
+def assert_drawn_without_overlap(nodes: list[dict]) -> None:
+    """As the frontend lays them out: each node at least the size it computes for its widgets and labels
+    (so nothing is cut or grows over a neighbour), and no two rectangles, title bars included, overlap."""
+    rects = {}
+    for node in nodes:
+        assert node["size"][0] + 1 >= node["needed"][0] and node["size"][1] + 1 >= node["needed"][1], \
+            f"{node['title']} is {node['size']}, the frontend needs {node['needed']}"
+        x, y = node["pos"]
+        rects[f"{node['title']} (#{node['id']})"] = (x, y - node["title_height"], x + node["size"][0], y + node["size"][1])
+    names = list(rects)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ra, rb = rects[a], rects[b]
+            assert not (ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]), f"{a} overlaps {b}"

@@ -25,7 +25,6 @@ from tests.workflow_validation import PACK_SCHEMAS, input_specs, load_schemas, m
 REPO = Path(__file__).resolve().parents[2]
 TINY_VAE = "tiny_flux_ae.safetensors"
 SIZE, STEPS = 128, 2
-FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
 PHOTOS = {"face_reference.png": FACE, "person_left.png": LEFT_FACE, "person_right.png": RIGHT_FACE}
 
 # The FLUX VAE (AutoencodingEngine, 16 latent channels) as ComfyUI's VAE loader detects it, random weights.
@@ -95,7 +94,7 @@ def tiny_files(comfy, tiny_vae, tiny_face) -> dict:
         Image.fromarray(red_face_photo((square,))).save(comfy.base / "input" / name)
     return {"unet_name": comfy.object_info()["UNETLoader"]["input"]["required"]["unet_name"][0][0],
             "vae_name": tiny_vae, "pulid_file": tiny_face.pulid_file, "eva_file": tiny_face.eva_file,
-            "parsing_file": tiny_face.parsing_file, "landmark_file": tiny_face.landmark_file}
+            "parsing_file": tiny_face.parsing_file}  # landmark_file: the workflows' fast alignment needs no file
 
 
 @pytest.fixture
@@ -152,9 +151,8 @@ def saved_images(comfy, prompt, entry) -> list[Path]:
 
 
 def similarity_reports(prompt, entry) -> list[str]:
-    """The Face Similarity reports, as the PreviewAny nodes beside them show them."""
-    texts = [" ".join(out["text"]) for out in outputs_of(prompt, entry, "PreviewAny")]
-    return [t for t in texts if t.startswith("image 0: ")]
+    """The Face Similarity reports, as the nodes show them on themselves."""
+    return [" ".join(out["text"]) for out in outputs_of(prompt, entry, "FaceMigration_FaceSimilarity")]
 
 
 @pytest.mark.parametrize("name", ["flux1_schnell_pulid_4steps", "flux1_dev_pulid", "flux1_dev_pulid_two_people"])
@@ -164,10 +162,29 @@ def test_local_workflow_runs_with_tiny_models(comfy, schemas, tiny_files, name):
         with Image.open(path) as image:
             assert image.size == (SIZE, SIZE)
             assert np.asarray(image).std() > 0, "a flat image: the VAE or sampler produced nothing"
-    previews = outputs_of(prompt, entry, "PreviewImage")
+    previews = outputs_of(prompt, entry, "FaceMigration_EncodeFace")
     assert previews and all(out["images"] for out in previews), "Encode Face's preview is not shown"
     encoders = sum(1 for n in prompt.values() if n["class_type"] == "FaceMigration_EncodeFace")
     assert len(similarity_reports(prompt, entry)) == (2 if encoders == 2 else 1), entry["outputs"]
+
+
+def test_identity_workflow_saves_then_applies_from_the_file(comfy, schemas, tiny_files):
+    """Step 1 as shipped writes the identity file; step 2 (the muted part, switched on, step 1 muted) samples
+    from that file with no face model in the prompt."""
+    workflow = json.loads((REPO / "workflows" / "identity_round_trip.json").read_text())
+    first = substitute(to_api(workflow, schemas), schemas, tiny_files)
+    comfy.run(first)
+    name = next(n for n in first.values() if n["class_type"] == "FaceMigration_SaveIdentity")["inputs"]["name"]
+    assert (comfy.base / "models" / "pulid_identities" / f"{name}.safetensors").is_file()
+    step_one = {"LoadImage", "FaceMigration_EncodeFace", "FaceMigration_SaveIdentity", "PreviewAny"}
+    for node in workflow["nodes"]:
+        node["mode"] = 2 if node["type"] in step_one else 0
+    second = substitute(to_api(workflow, schemas), schemas, tiny_files)
+    assert not {n["class_type"] for n in second.values()} & (step_one | {"FaceMigration_EvaClipLoader"})
+    entry = comfy.run(second)
+    (path,) = saved_images(comfy, second, entry)
+    with Image.open(path) as image:
+        assert image.size == (SIZE, SIZE) and np.asarray(image).std() > 0
 
 
 def test_remote_workflow_runs_against_the_fake_api(comfy, schemas, tiny_files, fake_api):
@@ -188,7 +205,7 @@ def test_local_vs_remote_runs_and_scores_both(comfy, schemas, tiny_files, fake_a
     reports = similarity_reports(prompt, entry)
     assert len(reports) == 2 and any(r.startswith("image 0: similarity 1.000") for r in reports), reports
     (request,) = fake_api.api_requests()
-    text = next(n for n in prompt.values() if n["class_type"] == "PrimitiveString")["inputs"]["value"]
+    text = next(n for n in prompt.values() if n["class_type"] == "PrimitiveStringMultiline")["inputs"]["value"]
     assert dict(request.fields)["prompt"] == text
 
 
