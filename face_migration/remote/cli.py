@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -54,17 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default=ENDPOINTS[0],
                         help=f"API base URL: {' or '.join(ENDPOINTS)}, or a compatible server "
                              f"(default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for one answer "
-                                                                      "(default %(default)s)")
-    parser.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts,
+    parser.add_argument("--timeout", type=_seconds, default=180.0, help="seconds to wait for one answer "
+                                                                        "(default %(default)s)")
+    parser.add_argument("--max-attempts", type=_at_least(1), default=RetryPolicy.max_attempts,
                         help="tries while the server cannot have started the work: no connection, or HTTP "
                              "408, 429, 502, 503, 504 (default %(default)s)")
     parser.add_argument("--retry-timeouts", action="store_true",
                         help="also send the request again after a read timeout or a broken answer; the "
                              "server may have been working on it, so each try may be billed")
-    parser.add_argument("--max-total-time", type=float, default=RetryPolicy.max_total_time,
+    parser.add_argument("--max-total-time", type=_seconds, default=RetryPolicy.max_total_time,
                         help="seconds for all tries and waits together (default %(default)s)")
-    parser.add_argument("--max-upload-side", type=int, default=DEFAULT_MAX_UPLOAD_SIDE,
+    parser.add_argument("--max-upload-side", type=_at_least(64), default=DEFAULT_MAX_UPLOAD_SIDE,
                         help="downscale the photo so its longer side is at most this (default %(default)s)")
     parser.add_argument("--key-file", type=Path, default=None, help="file holding only the API token")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each request")
@@ -80,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
                                      id_timestep_start=args.id_timestep_start, seed=args.seed,
                                      model=args.model).validated()
         api_url(args.endpoint)
-        if args.max_attempts < 1 or args.max_total_time <= 0 or args.timeout <= 0 or args.max_upload_side < 64:
-            raise InvalidParameterError("--max-attempts must be >= 1, --timeout and --max-total-time > 0, "
-                                        "--max-upload-side >= 64")
         outputs = _check_output(args.out)
         image = _read_image(args.image)
         key = find_api_key(user_dir=_comfyui_user_dir(), key_file=args.key_file)
@@ -113,6 +111,30 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_API
         print(path)
     return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a positive, finite number (float() also accepts 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds, e.g. 120")
+    return value
+
+
+def _at_least(minimum: int):
+    """argparse type: a whole number >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return value
+    return parse
 
 
 def _fail(exc: Exception, code: int) -> int:

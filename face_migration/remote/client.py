@@ -19,6 +19,7 @@ import dataclasses
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -104,8 +105,11 @@ class FaceMigrationClient:
                  on_progress: Callable[[float, int], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
                  poll_interval: float = 0.1, progress_interval: float = 1.0):
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise InvalidParameterError(f"timeout: {timeout!r} must be a positive number of seconds")
+        for name, seconds in (("timeout", timeout), ("max_total_time", retry.max_total_time)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+                raise InvalidParameterError(f"{name}: {seconds!r} must be a positive, finite number of seconds")
+        if retry.max_attempts < 1:
+            raise InvalidParameterError(f"max_attempts: {retry.max_attempts!r} must be at least 1")
         self.api_key = api_key
         self.url = api_url(base_url)
         self.timeout = float(timeout)

@@ -117,6 +117,25 @@ def test_usage_errors_exit_2_before_any_request(fake, photo, tmp_path, args, mes
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("option", ["--timeout", "--max-total-time"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-5", "0", "soon"])
+def test_a_time_that_is_not_a_positive_number_exits_2_without_a_traceback(fake, photo, tmp_path, option, value):
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
+                     "--endpoint", fake.base_url, f"{option}={value}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{option}: {value!r} is not a positive, finite number of seconds" in result.stderr
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("args, message", [(["--max-attempts", "0"], "--max-attempts: '0' is not a whole number >= 1"),
+                                           (["--max-upload-side", "32"], "--max-upload-side: '32' is not a whole "
+                                                                         "number >= 64")])
+def test_counts_out_of_range_exit_2(fake, photo, tmp_path, args, message):
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
+                     "--endpoint", fake.base_url, *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_no_key_exits_2_and_says_where_to_put_one(fake, photo, tmp_path):
     result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
                      "--endpoint", fake.base_url, key=None)

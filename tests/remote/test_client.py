@@ -469,3 +469,14 @@ def test_an_invalid_batch_sends_nothing(key, fake):
     with pytest.raises(InvalidParameterError, match="prompt"):
         make_client(key, fake).generate_batch([face()], FaceMigrationParams(prompt=""))
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("settings, problem", [
+    (dict(timeout=float("nan")), "timeout: nan must be a positive, finite number"),
+    (dict(timeout=float("inf")), "timeout: inf must be"), (dict(timeout=-1), "timeout: -1 must be"),
+    (dict(retry=RetryPolicy(max_total_time=float("nan"))), "max_total_time: nan must be"),
+    (dict(retry=RetryPolicy(max_attempts=0)), "max_attempts: 0 must be at least 1"),
+])
+def test_unusable_client_settings_are_refused(key, settings, problem):
+    with pytest.raises(InvalidParameterError, match=problem):
+        FaceMigrationClient(key, "https://moark.ai", **settings)
