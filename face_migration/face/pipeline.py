@@ -4,9 +4,11 @@ long edge <= 1024 (Lanczos) -> SCRFD at 640 -> chosen face -> ArcFace on the 112
 -> 512 FFHQ crop from RetinaFace landmarks (or SCRFD's, in fast mode) -> BiSeNet parsing -> background
 white, face grey -> bicubic 336 -> EVA02-CLIP: L2-normalised head + five hidden states.
 
-One deliberate fix: both crops come from the same person (the official code may take the largest face
-for ArcFace and the centre face for EVA). When SCRFD misses, the official fallback runs ArcFace on the
-aligned crop resized to 112.
+One deliberate fix: both crops come from the face SCRFD chose (the official code may take the largest
+face for ArcFace and the centre face for EVA). RetinaFace's landmarks align the EVA crop only when its box
+is that same face (IoU >= SAME_FACE_MIN_IOU); otherwise SCRFD's keypoints do, and the info says so.
+When SCRFD finds no face and RetinaFace is loaded, the official fallback runs ArcFace on the crop aligned
+on RetinaFace's centre face, resized to 112.
 """
 from __future__ import annotations
 
@@ -16,19 +18,24 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import FaceMigrationError, IncompatibleModelError, NoFaceError
+from ..errors import FaceMigrationError, IncompatibleModelError, InvalidInputError, NoFaceError
 from ..pulid.identity import PulidIdentity, identity_from_embeddings
 from ..pulid.model import PulidFlux
 from .align import arcface_crop, ffhq_crop
 from .bisenet import BiSeNet, background_mask, parse_labels
 from .detection import ScrfdDetector
 from .eva_clip import EvaVisionTower, preprocess
+from .photos import to_rgb_uint8  # noqa: F401 (node modules import it from here)
 from .recognition import ArcFaceRecognizer, cosine_similarity
 from .resample import limit_long_edge, resize_linear
 from .retinaface import RetinaFace, choose_center_face, choose_nearest_face, detect_faces
-from .selection import choose_face
+from .selection import box_iou, choose_face
 
 MAX_EDGE = 1024
+# A RetinaFace box is the SCRFD-chosen face when they overlap this much. Both detectors' own NMS treat
+# boxes overlapping by more than IoU 0.4 as one face; two boxes of one face from two detectors overlap
+# far more (the tiny test detectors: 0.64), two people's faces far less.
+SAME_FACE_MIN_IOU = 0.4
 ARCFACE_DIM = 512  # the raw ArcFace embedding leads the IDFormer input vector
 COMBINE_MODES = ("mean", "concat")
 
@@ -50,14 +57,6 @@ class ReferenceEmbedding:
     vit_hidden: list[torch.Tensor]  # 5 x [577, 1024]
     preview: np.ndarray  # [512, 1024, 3] uint8: the photo with the chosen face, and what EVA sees
     info: str
-
-
-def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Any ComfyUI image ([H, W, C] float 0..1, C = 1, 3 or 4) as RGB uint8; alpha is dropped."""
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise FaceMigrationError(f"Expected an image [H, W, 1|3|4], got shape {tuple(image.shape)}.")
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def eva_input(parser: BiSeNet, crop512: np.ndarray, device) -> torch.Tensor:
@@ -95,7 +94,7 @@ def make_preview(image: np.ndarray, boxes: np.ndarray, chosen: int | None, eva_v
 
 def encode_reference(models: FaceModels, image: np.ndarray, order: str = "largest-first", index: int = 0,
                      label: str = "the reference image") -> ReferenceEmbedding:
-    """One RGB uint8 photo -> the IDFormer inputs, a preview and a line of info. FaceMigrationError when no face."""
+    """One RGB uint8 photo -> the IDFormer inputs, a preview and a line of info. NoFaceError when no face."""
     image = limit_long_edge(image, MAX_EDGE)
     boxes, keypoints = models.detector.detect(image)
     notes = [f"{label}: {len(boxes)} face(s) found by SCRFD"
@@ -103,11 +102,17 @@ def encode_reference(models: FaceModels, image: np.ndarray, order: str = "larges
     chosen = choose_face(boxes, order, index, label) if len(boxes) else None
     if models.landmarker is not None:
         dets = detect_faces(models.landmarker, image)
-        pick = choose_nearest_face(dets, boxes[chosen, :4]) if chosen is not None else choose_center_face(dets)
+        if chosen is None:
+            pick = choose_center_face(dets)
+        else:
+            pick = choose_nearest_face(dets, boxes[chosen, :4], min_iou=SAME_FACE_MIN_IOU)
         if pick is not None:
             landmarks, how = dets.landmarks[pick], "RetinaFace landmarks (official)"
         elif chosen is not None:
-            landmarks, how = keypoints[chosen], "SCRFD keypoints (RetinaFace found no face)"
+            best = box_iou(boxes[chosen, :4], dets.boxes).max(initial=0.0)
+            landmarks, how = keypoints[chosen], ("SCRFD keypoints (RetinaFace found no face overlapping the chosen "
+                                                 f"one: best IoU {best:.2f} < {SAME_FACE_MIN_IOU})" if len(dets) else
+                                                 "SCRFD keypoints (RetinaFace found no face)")
         else:
             raise NoFaceError(f"No face was found in {label} (SCRFD and RetinaFace). Use a photo where "
                               "the face is clearly visible, frontal and at least about 64 pixels wide.")
@@ -151,6 +156,9 @@ def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, imag
     """Several reference photos -> one PULID identity (ID tokens averaged, or concatenated), previews, info."""
     if combine not in COMBINE_MODES:
         raise FaceMigrationError(f"Unknown combine mode '{combine}'; choose one of {', '.join(COMBINE_MODES)}.")
+    if not images:
+        raise InvalidInputError("Encode Face got no reference image (an empty batch). Connect at least one photo "
+                                "of the person (e.g. Load Image).")
     check_encoders_fit(models.eva, pulid)
     refs, previews, notes = [], [], []
     for i, image in enumerate(images):
@@ -159,8 +167,8 @@ def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, imag
         label = f"reference image {i}" if len(images) > 1 else "the reference image"
         try:
             ref = encode_reference(models, image, order, index, label)
-        except FaceMigrationError as exc:
-            if not skip_faceless or "No face" not in str(exc):
+        except NoFaceError:
+            if not skip_faceless:
                 raise
             notes.append(f"{label}: skipped, no face")
             previews.append(make_preview(limit_long_edge(image, MAX_EDGE), np.zeros((0, 5)), None,
@@ -203,7 +211,8 @@ def face_similarities(detector: ScrfdDetector, recognizer: ArcFaceRecognizer, re
     (0.0 where an image has no face). Same person is typically above 0.4 with antelopev2."""
     ref = largest_face_embedding(detector, recognizer, reference)
     if ref is None:
-        raise FaceMigrationError("Face Similarity: no face was found in the reference image.")
+        raise NoFaceError("Face Similarity: no face was found in the reference image. Use a photo where the face "
+                          "is clearly visible, frontal and at least about 64 pixels wide.")
     scores, lines = [], []
     for i, image in enumerate(images):
         emb = largest_face_embedding(detector, recognizer, image)

@@ -6,7 +6,7 @@ import torch
 from skimage import data
 
 from tests.face import onnx_graphs
-from face_migration.errors import FaceMigrationError
+from face_migration.errors import FaceMigrationError, InvalidInputError, NoFaceError
 from face_migration.face import pipeline
 from face_migration.face.bisenet import BiSeNet, BiSeNetConfig
 from face_migration.face.detection import load_scrfd
@@ -83,12 +83,25 @@ def test_mean_and_concat_of_references(models, pulid):
 
 def test_faceless_reference_is_named_or_skipped(models, pulid):
     photos = [photo_with_face(), np.zeros((300, 400, 3), np.uint8)]
-    with pytest.raises(FaceMigrationError, match="reference image 1"):
+    with pytest.raises(NoFaceError, match="reference image 1"):
         pipeline.encode_identity(models, pulid, "fp", photos)
     identity, previews, info = pipeline.encode_identity(models, pulid, "fp", photos, skip_faceless=True)
     assert identity.info["faces_used"] == 1 and len(previews) == 2 and "skipped" in info
-    with pytest.raises(FaceMigrationError, match="any reference"):
+    with pytest.raises(NoFaceError, match="any reference"):
         pipeline.encode_identity(models, pulid, "fp", photos[1:], skip_faceless=True)
+
+
+def test_skip_faceless_skips_only_photos_without_a_face(models, pulid):
+    """Other errors stop the run even when faceless photos are skipped (a face index beyond the faces)."""
+    with pytest.raises(FaceMigrationError, match="Face index 50") as info:
+        pipeline.encode_identity(models, pulid, "fp", [photo_with_face()], index=50, skip_faceless=True)
+    assert not isinstance(info.value, NoFaceError)
+
+
+def test_no_reference_image_is_not_called_a_missing_face(models, pulid):
+    with pytest.raises(InvalidInputError, match="no reference image") as info:
+        pipeline.encode_identity(models, pulid, "fp", [], skip_faceless=True)
+    assert "No face" not in str(info.value)
 
 
 def test_face_index_out_of_range_is_explained(models, pulid):
@@ -96,15 +109,28 @@ def test_face_index_out_of_range_is_explained(models, pulid):
         pipeline.encode_identity(models, pulid, "fp", [photo_with_face()], index=50)
 
 
+def _with_retinaface_finding(models, monkeypatch, boxes, landmarks):
+    """models with a RetinaFace stand-in that finds the given faces (boxes [n, 4], landmarks [n, 5, 2])."""
+    found = FaceDetections(np.asarray(boxes, np.float32), np.full(len(boxes), 0.99, np.float32),
+                           np.asarray(landmarks, np.float32), (512, 512))
+    monkeypatch.setattr(pipeline, "detect_faces", lambda model, image: found)
+    return pipeline.FaceModels(models.detector, models.recognizer, models.eva, models.parser, landmarker=object())
+
+
+def chosen_box(models, photo):
+    boxes = models.detector.detect(photo)[0]
+    return boxes[pipeline.choose_face(boxes), :4]
+
+
+def _shifted(box, dx):
+    return [box[0] + dx, box[1], box[2] + dx, box[3]]
+
+
 def test_official_fallback_when_scrfd_misses(models, monkeypatch):
     """RetinaFace finds the face SCRFD missed: ArcFace runs on the aligned crop resized to 112."""
     faceless = data.astronaut()
     landmarks = np.array([[190, 230], [250, 230], [220, 265], [195, 295], [245, 295]], np.float32)
-    found = FaceDetections(np.array([[170, 200, 270, 320]], np.float32), np.array([0.99], np.float32),
-                           landmarks[None], faceless.shape[:2])
-    monkeypatch.setattr(pipeline, "detect_faces", lambda model, image: found)
-    with_landmarker = pipeline.FaceModels(models.detector, models.recognizer, models.eva, models.parser,
-                                          landmarker=object())
+    with_landmarker = _with_retinaface_finding(models, monkeypatch, [[170, 200, 270, 320]], landmarks[None])
     ref = pipeline.encode_reference(with_landmarker, faceless)
     assert "official fallback" in ref.info
     crop, _ = pipeline.ffhq_crop(faceless, landmarks)
@@ -112,18 +138,43 @@ def test_official_fallback_when_scrfd_misses(models, monkeypatch):
     np.testing.assert_allclose(ref.id_vector[:512].numpy(), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("image", [
-    np.random.default_rng(0).random((64, 48, 4), np.float32),  # RGBA
-    np.random.default_rng(1).random((64, 48, 1), np.float32),  # greyscale
-])
-def test_comfy_images_become_rgb_uint8(image):
-    rgb = pipeline.to_rgb_uint8(image)
-    assert rgb.shape == (64, 48, 3) and rgb.dtype == np.uint8
-    assert rgb[..., 0].tolist() == np.clip(np.rint(image[..., 0] * 255), 0, 255).astype(np.uint8).tolist()
+OTHER_LANDMARKS = [[420, 80], [460, 80], [440, 100], [425, 120], [455, 120]]
+
+
+@pytest.mark.parametrize("dx_fraction, expected_iou", [(1.5, 0.0), (0.5, 0.33)])
+def test_eva_crop_stays_on_the_scrfd_face_when_retinaface_finds_someone_else(models, monkeypatch, dx_fraction,
+                                                                           expected_iou):
+    """RetinaFace misses the chosen face but finds another (apart, or overlapping less than the same-face
+    bound): the EVA crop is aligned on the chosen face's SCRFD keypoints, and the info says why."""
+    photo = photo_with_face()
+    box = chosen_box(models, photo)
+    other = _shifted(box, dx_fraction * (box[2] - box[0]))
+    with_landmarker = _with_retinaface_finding(models, monkeypatch, [other], [OTHER_LANDMARKS])
+    ref = pipeline.encode_reference(with_landmarker, photo)
+    fast = pipeline.encode_reference(models, photo)  # aligned on SCRFD's keypoints
+    assert f"best IoU {expected_iou:.2f} < {pipeline.SAME_FACE_MIN_IOU}" in ref.info
+    assert "aligned with SCRFD keypoints (RetinaFace found no face overlapping the chosen one" in ref.info
+    assert "official" not in ref.info
+    np.testing.assert_array_equal(ref.preview[:, 512:], fast.preview[:, 512:])  # the same EVA input
+    torch.testing.assert_close(ref.id_vector, fast.id_vector)
+
+
+def test_retinaface_landmarks_are_used_for_the_same_face(models, monkeypatch):
+    photo = photo_with_face()
+    box = chosen_box(models, photo)
+    landmarks = [[225, 230], [265, 230], [245, 250], [230, 270], [260, 270]]
+    with_landmarker = _with_retinaface_finding(models, monkeypatch, [_shifted(box, 0.2 * (box[2] - box[0]))],
+                                               [landmarks])  # IoU 0.67
+    ref = pipeline.encode_reference(with_landmarker, photo)
+    assert "aligned with RetinaFace landmarks (official)" in ref.info
+    crop, _ = pipeline.ffhq_crop(pipeline.limit_long_edge(photo, pipeline.MAX_EDGE), np.float32(landmarks))
+    eva_view = pipeline.eva_input(models.parser, crop, "cpu")
+    expected = (eva_view[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    np.testing.assert_array_equal(ref.preview[:, 512:], expected)
 
 
 def test_tiny_and_8k_images(models, pulid):
-    with pytest.raises(FaceMigrationError, match="No face"):
+    with pytest.raises(NoFaceError, match="No face"):
         pipeline.encode_reference(models, np.zeros((40, 30, 3), np.uint8))
     huge = np.zeros((4320, 7680, 3), np.uint8)
     huge[1500:2700, 3000:4200] = (255, 0, 0)
@@ -137,5 +188,5 @@ def test_face_similarity(models):
                                               [face, np.zeros((100, 100, 3), np.uint8)])
     assert scores[0] == pytest.approx(1.0, abs=1e-5) and scores[1] == 0.0
     assert "image 1: no face found" in text
-    with pytest.raises(FaceMigrationError, match="reference image"):
+    with pytest.raises(NoFaceError, match="reference image"):
         pipeline.face_similarities(models.detector, models.recognizer, np.zeros((64, 64, 3), np.uint8), [face])

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from face_migration.errors import ModelFileError
 from face_migration.face import bisenet as bs
+from face_migration.face import pipeline
 from face_migration.face import retinaface as rf
 from tests import facexlib_data as fd
 
@@ -86,13 +87,16 @@ def test_center_face_is_nearest_image_centre_not_largest_or_best():
     assert rf.choose_center_face(_dets(np.zeros((0, 4)))) is None
 
 
-def test_nearest_face_follows_the_reference_box():
+def test_nearest_face_is_the_same_face_or_none():
+    """With the pipeline's bound, a RetinaFace box counts only when it is the SCRFD face: another person's
+    face (no overlap, or a neighbour's box overlapping a little) is never taken for it."""
     dets = _dets([[0, 0, 90, 90], [90, 40, 110, 60], [150, 10, 200, 60]])
-    assert rf.choose_nearest_face(dets, [140, 0, 195, 55]) == 2  # overlaps the right face most
-    assert rf.choose_nearest_face(dets, [5, 5, 80, 95]) == 0
-    assert rf.choose_nearest_face(dets, [120, 90, 130, 100]) == 1  # no overlap: nearest centre
-    assert rf.choose_nearest_face(dets, [120, 90, 130, 100], min_iou=0.1) is None
-    assert rf.choose_nearest_face(_dets(np.zeros((0, 4))), [0, 0, 1, 1]) is None
+    same = pipeline.SAME_FACE_MIN_IOU
+    assert rf.choose_nearest_face(dets, [140, 0, 195, 55], min_iou=same) == 2  # IoU 0.58 with the right face
+    assert rf.choose_nearest_face(dets, [5, 5, 80, 95], min_iou=same) == 0
+    assert rf.choose_nearest_face(dets, [120, 90, 130, 100], min_iou=same) is None  # no overlap at all
+    assert rf.choose_nearest_face(dets, [170, 30, 220, 80], min_iou=same) is None  # IoU 0.22 with the right face
+    assert rf.choose_nearest_face(_dets(np.zeros((0, 4))), [0, 0, 1, 1], min_iou=same) is None
 
 
 def _tiny_state(prefix: str = "") -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from face_migration.errors import FaceMigrationError
+from face_migration.errors import FaceMigrationError, NoFaceError
 from face_migration.face import selection
 
 # Three faces: middle-sized on the right, small top-left, large bottom-middle.
@@ -38,7 +38,7 @@ def test_index_out_of_range_says_how_many_faces():
 
 
 def test_no_face():
-    with pytest.raises(FaceMigrationError, match="No face was found in reference image 1"):
+    with pytest.raises(NoFaceError, match="No face was found in reference image 1"):
         selection.choose_face(np.zeros((0, 5)), image_label="reference image 1")
 
 
