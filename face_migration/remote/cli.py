@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -143,13 +145,30 @@ def _fail(exc: Exception, code: int) -> int:
 
 
 def _check_output(out: Path):
-    """A function index -> output path, after checking the format and the folder before anything is sent."""
+    """A function index -> output path, after checking the format and the folder before anything is sent
+    (the request is paid; its images must not be lost to a bad --out)."""
     extension = out.suffix.lower()
     if extension not in Image.registered_extensions():
         raise InvalidParameterError(f"--out {out}: unknown image extension '{extension}'; use .png, .jpg or .webp")
-    if not out.parent.is_dir():
+    if out.is_dir():
+        raise InvalidParameterError(f"--out {out} is a folder; give a file name such as {out / ('face' + extension)}")
+    if not out.parent.exists():
         raise InvalidParameterError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    if not out.parent.is_dir():
+        raise InvalidParameterError(f"--out {out}: {out.parent} is not a folder; choose a file inside a folder")
+    try:  # the way the image will be written, so permissions, read-only disks and quotas all show now
+        os.unlink(_temp_file_beside(out))
+    except OSError as exc:
+        raise InvalidParameterError(f"--out {out}: cannot write in the folder {out.parent} "
+                                    f"({exc.strerror or type(exc).__name__}); choose a folder you can write to") from None
     return lambda index: out if index == 0 else out.with_name(f"{out.stem}_{index + 1}{out.suffix}")
+
+
+def _temp_file_beside(path: Path) -> str:
+    """A new, empty, hidden file in the folder of `path` (same disk, so os.replace is atomic)."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
+    return name
 
 
 def _read_image(path: Path):

@@ -136,6 +136,28 @@ def test_counts_out_of_range_exit_2(fake, photo, tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.fixture
+def out_dir_named_like_an_image(tmp_path):
+    folder = tmp_path / "pictures.png"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("out, message", [
+    ("{tmp}/pictures.png", "is a folder; give a file name"),
+    ("{tmp}/note.txt/o.png", "is not a folder"),
+    pytest.param("/proc/o.png", "cannot write in the folder /proc", marks=pytest.mark.skipif(
+        not os.path.isdir("/proc/self"), reason="/proc: a folder nobody can create files in, root included")),
+])
+def test_an_output_that_cannot_be_written_is_found_before_the_request(fake, photo, tmp_path,
+                                                                       out_dir_named_like_an_image, out, message):
+    (tmp_path / "note.txt").write_text("x")
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", out.format(tmp=tmp_path),
+                     "--endpoint", fake.base_url)
+    assert result.returncode == 2 and message in result.stderr
+    assert fake.requests == []
+
+
 def test_no_key_exits_2_and_says_where_to_put_one(fake, photo, tmp_path):
     result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
                      "--endpoint", fake.base_url, key=None)
