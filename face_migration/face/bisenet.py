@@ -182,6 +182,8 @@ def parse_labels(model: BiSeNet, images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"BiSeNet expects (B, 3, H, W) RGB images, got shape {tuple(images.shape)}")
     p = next(model.parameters())
     x = normalize(images.to(device=p.device, dtype=torch.float32)).to(p.dtype)
+    if x.device.type == "cpu":  # channels-last convolutions: faster on the CPU, same labels (see retinaface.py)
+        x = x.contiguous(memory_format=torch.channels_last)
     return model(x).argmax(dim=1)
 
 
