@@ -15,7 +15,8 @@ from ..face_migration.face.bisenet import load_bisenet
 from ..face_migration.face.detection import load_scrfd
 from ..face_migration.face.eva_clip import load_eva_clip
 from ..face_migration.face.onnx_runtime import PROVIDER_CHOICES
-from ..face_migration.face.pipeline import COMBINE_MODES, FaceModels, encode_identity, face_similarities, to_rgb_uint8
+from ..face_migration.face.photos import photos_from_batch
+from ..face_migration.face.pipeline import COMBINE_MODES, FaceModels, encode_identity, face_similarities
 from ..face_migration.face.recognition import load_arcface
 from ..face_migration.face.retinaface import load_retinaface
 from ..face_migration.face.selection import FACE_ORDERS
@@ -32,8 +33,10 @@ class FaceAnalysisModels:
     """antelopev2's detector and recognizer on onnxruntime (only these two files are loaded)."""
 
     def __init__(self, providers: str):
-        self.detector = load_scrfd(find_catalog_file(BY_KEY["scrfd"]), providers)
-        self.recognizer = load_arcface(find_catalog_file(BY_KEY["glintr100"]), providers)
+        # "auto" follows ComfyUI's device: no GPU provider when ComfyUI computes on the CPU (--cpu or no GPU).
+        gpu_present = comfy.model_management.get_torch_device().type != "cpu"
+        self.detector = load_scrfd(find_catalog_file(BY_KEY["scrfd"]), providers, gpu_present)
+        self.recognizer = load_arcface(find_catalog_file(BY_KEY["glintr100"]), providers, gpu_present)
 
     def __repr__(self):
         return f"antelopev2 ({os.path.dirname(self.detector.path)})"
@@ -59,8 +62,8 @@ class FaceAnalysisLoader(io.ComfyNode):
             description="Loads scrfd_10g_bnkps.onnx (face detector) and glintr100.onnx (ArcFace) from "
                         "models/insightface/models/antelopev2. Non-commercial licence.",
             inputs=[io.Combo.Input("provider", options=list(PROVIDER_CHOICES), default="auto",
-                                   tooltip="onnxruntime execution provider. auto = the GPU one if installed, "
-                                           "else CPU (with a warning that says how to get the GPU one).")],
+                                   tooltip="onnxruntime execution provider. auto = the GPU one when ComfyUI runs "
+                                           "on a GPU (a warning says how to install it if missing), else CPU.")],
             outputs=[FaceAnalysis.Output(display_name="face_analysis",
                                          tooltip="Face detector + recognizer, for Encode Face and Face Similarity.")],
         )
@@ -180,11 +183,11 @@ class EncodeFace(io.ComfyNode):
                 combine, skip_faceless):
         device = comfy.model_management.get_torch_device()
         dtype = compute_dtype(device)
-        comfy.model_management.load_models_gpu([eva_clip.patcher, face_parsing.patcher, pulid_model.patcher])
+        comfy.model_management.load_models_gpu([eva_clip.patcher, face_parsing.patcher, pulid_model.encoder_patcher])
         nets = face_parsing.module
         models = FaceModels(face_analysis.detector, face_analysis.recognizer, eva_clip.module, nets["parser"],
                             nets["landmarker"] if "landmarker" in nets else None, device, dtype)
-        photos = [to_rgb_uint8(frame) for frame in image.cpu().numpy()]
+        photos = photos_from_batch(image, "Encode Face", "image")
         progress = comfy.utils.ProgressBar(len(photos))
         identity, previews, info = encode_identity(
             models, pulid_model.model, pulid_model.fingerprint, photos, face_order, face_index, combine,
@@ -220,8 +223,8 @@ class FaceSimilarity(io.ComfyNode):
     @classmethod
     def execute(cls, face_analysis, reference, images):
         scores, report = face_similarities(face_analysis.detector, face_analysis.recognizer,
-                                           to_rgb_uint8(reference[0].cpu().numpy()),
-                                           [to_rgb_uint8(frame) for frame in images.cpu().numpy()])
+                                           photos_from_batch(reference[:1], "Face Similarity", "reference")[0],
+                                           photos_from_batch(images, "Face Similarity", "images"))
         return io.NodeOutput(scores, report, ui=ui.PreviewText(report))
 
 

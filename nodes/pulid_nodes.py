@@ -1,6 +1,7 @@
 """PuLID model loader and the Apply node: identity into ComfyUI's FLUX through block patches on a clone."""
 from __future__ import annotations
 
+import logging
 import os
 
 import comfy.ops
@@ -10,25 +11,31 @@ from comfy_api.v0_0_2 import io
 
 from ..face_migration.catalog import BY_KEY
 from ..face_migration.errors import IncompatibleModelError
-from ..face_migration.injection import (Injection, PulidBlockPatch, SigmaRange, StepRange, TokenGridWrapper,
-                                        UncondMode, block_patches)
+from ..face_migration.injection import (Injection, PulidBlockPatch, PulidCallWrapper, PulidRunWrapper, SigmaRange,
+                                        StepRange, UncondMode, block_patches)
+from ..face_migration.pulid.model import FP8_CAST_TO, widen_fp8
 from ..face_migration.pulid.weights import load_pulid_flux
-from .common import (CATEGORY, PulidId, PulidModel, folder_hint, load_cached, managed, model_choices,
+from .common import (CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint, load_cached, managed, model_choices,
                      resolve_model_file)
 
-WRAPPER_KEY = "face_migration_pulid_grid"
+WRAPPER_KEY = "face_migration_pulid"
 MAX_STEP = 10000
 
 
 class PulidModelHandle:
     """The PULID model value: the library model plus the ModelPatcher that lets ComfyUI load it onto the
-    sampling device with the diffusion model, count its memory and offload it."""
+    sampling device, count their memory and offload them. The two halves have their own patchers: the
+    IDFormer is loaded only to encode faces, the CA modules only to sample with FLUX."""
 
     def __init__(self, path: str):
         self.name = os.path.basename(path)
         # comfy.ops layers compute in the activations' dtype (fp16, bf16, fp32) whatever the file's dtype.
         self.model, self.fingerprint = load_pulid_flux(path, folder_hint("pulid"), ops=comfy.ops.manual_cast)
-        self.patcher = managed(self.model)
+        if widen_fp8(self.model):
+            logging.info("%s %s is stored in fp8: its weights are cast to %s once at load.", LOG_PREFIX,
+                         self.name, FP8_CAST_TO)
+        self.encoder_patcher = managed(self.model.pulid_encoder)
+        self.ca_patcher = managed(self.model.pulid_ca)
 
     def __repr__(self):
         return f"PuLID-FLUX model {self.name} ({self.model.cfg.num_ca} CA modules, weights {self.fingerprint})"
@@ -92,20 +99,22 @@ def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing
         gate = SigmaRange(high=sampling.percent_to_sigma(start_percent), low=sampling.percent_to_sigma(end_percent))
     else:
         gate = StepRange(start=start_step, end=end_step)
-    injection = Injection(handle.model, identity, weight, gate, UncondMode(uncond_id), mask)
+    injection = Injection(handle.model, identity, weight, gate, UncondMode(uncond_id), mask)  # checks weight, mask
 
     patched = model.clone()
     existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
     for kind, block, ca_index in block_patches(doubles, singles):
         previous = existing.get((f"{kind}_block", block))
         if isinstance(previous, PulidBlockPatch) and previous.ca_index == ca_index:
-            patch = previous.extended(injection, (handle.patcher,))
+            patch = previous.extended(injection, (handle.ca_patcher,))
         else:  # first PuLID on this block; a foreign patch is chained, not replaced
-            patch = PulidBlockPatch(kind, ca_index, (injection,), previous, (handle.patcher,))
+            patch = PulidBlockPatch(kind, ca_index, (injection,), previous, (handle.ca_patcher,))
         patched.set_model_patch_replace(patch, "dit", f"{kind}_block", block)
-    wrappers = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
-    if not patched.get_wrappers(wrappers, WRAPPER_KEY):
-        patched.add_wrapper_with_key(wrappers, WRAPPER_KEY, TokenGridWrapper())
+    # One wrapper of each kind serves every Apply on the model (they find the Applies in the block patches).
+    for kind, wrapper in ((comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, PulidCallWrapper),
+                          (comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, PulidRunWrapper)):
+        if not patched.get_wrappers(kind, WRAPPER_KEY):
+            patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper())
     return patched
 
 
@@ -153,11 +162,12 @@ class ApplyPulid(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, timing, start_step, end_step, start_percent, end_percent):
-        # An empty window would silently do nothing: say so before anything runs.
-        if timing == "steps" and end_step <= start_step:
+    def validate_inputs(cls, timing=None, start_step=None, end_step=None, start_percent=None, end_percent=None):
+        # An empty window would silently do nothing: say so before anything runs. A linked input is None here
+        # (its value is known only when the prompt runs): only what is known is checked.
+        if timing == "steps" and None not in (start_step, end_step) and end_step <= start_step:
             return f"end_step ({end_step}) must be greater than start_step ({start_step}): the identity would never apply."
-        if timing == "percent" and end_percent <= start_percent:
+        if timing == "percent" and None not in (start_percent, end_percent) and end_percent <= start_percent:
             return (f"end_percent ({end_percent}) must be greater than start_percent ({start_percent}): the identity "
                     f"would never apply.")
         return True

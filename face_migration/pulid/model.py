@@ -133,6 +133,19 @@ class IDFormer(nn.Module):
         return latents[:, :cfg.num_queries] @ self.proj_out.to(latents)
 
 
+# fp8 storage cannot be computed in by the IDFormer and does not exist on MPS: such files are widened once
+# at load time, to bf16 (the official file's dtype).
+FP8_CAST_TO = torch.bfloat16
+
+
+def widen_fp8(model: nn.Module) -> bool:
+    """Cast fp8-stored floating-point weights to FP8_CAST_TO in place; whether anything was cast."""
+    fp8 = [t for t in model.parameters() if t.is_floating_point() and t.element_size() == 1]
+    for t in fp8:
+        t.data = t.data.to(FP8_CAST_TO)
+    return bool(fp8)
+
+
 class PulidFlux(nn.Module):
     """Both halves of a PuLID-FLUX weights file: `pulid_encoder` and `pulid_ca`."""
 

@@ -5,7 +5,7 @@ a tiny FLUX (hidden 256, 4 double + 8 single blocks, CA after double 0, 2 and si
 weights, run plain and with `pulid_ca` / `id_weight`, positive pass with the cond ID and negative pass
 with the uncond ID. Here ComfyUI's comfy.ldm.flux.model.Flux gets the same weights, one batch holding
 both passes as ComfyUI's sampler builds it (uncond chunk first), and our PulidBlockPatch +
-TokenGridWrapper through transformer_options. Needs COMFYUI_PATH (a ComfyUI checkout and its Python
+PulidCallWrapper through transformer_options. Needs COMFYUI_PATH (a ComfyUI checkout and its Python
 dependencies); skipped otherwise.
 """
 import json
@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from face_migration.injection import Injection, PulidBlockPatch, StepRange, TokenGridWrapper, block_patches
+from face_migration.injection import Injection, PulidBlockPatch, PulidCallWrapper, StepRange, block_patches
 from face_migration.pulid.identity import PulidIdentity
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
 from tests import parity_data as pd
@@ -88,7 +88,7 @@ def options(patches=None):
             "sample_sigmas": torch.tensor([1.0, 0.9, 0.6, 0.3, 0.0])}
     if patches is not None:
         opts["patches_replace"] = {"dit": patches}
-        opts["wrappers"] = {"diffusion_model": {"face_migration_pulid": [TokenGridWrapper()]}}
+        opts["wrappers"] = {"diffusion_model": {"face_migration_pulid": [PulidCallWrapper()]}}
     return opts
 
 
@@ -125,4 +125,4 @@ def test_patch_leaves_caller_options_unchanged(flux, pulid, fixture):
     opts = options(pulid_patches(model, fingerprint, tensors))
     keys = set(opts)
     flux(**cfg_batch(tensors), transformer_options=opts)
-    assert set(opts) == keys  # the token grid travels in a copy made by the wrapper
+    assert set(opts) == keys  # the call plan travels in a copy made by the wrapper
