@@ -5,6 +5,7 @@ Exit status: 0 images written; 2 bad arguments, unreadable image or no API key (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -38,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, type=Path, help="face reference photo (any format Pillow reads)")
     parser.add_argument("--prompt", required=True, help="what to generate, e.g. 'portrait, oil painting'")
     parser.add_argument("--out", required=True, type=Path,
-                        help="output file (.png, .jpg, .webp); more images from one call go to NAME_2.EXT, ...")
+                        help="output file (.png, .jpg, .webp); more images from one call go to NAME_2.EXT, ... "
+                             "An existing --out stops the command before the request; a later name that is "
+                             "taken is skipped for the next free NAME_<n>.EXT")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--size", default=DEFAULT_SIZE, choices=SIZES, metavar="WxH",
                         help=f"output size: {', '.join(SIZES)} (default %(default)s)")
     parser.add_argument("--guidance-scale", type=float, default=defaults["guidance_scale"],
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                                      id_timestep_start=args.id_timestep_start, seed=args.seed,
                                      model=args.model).validated()
         api_url(args.endpoint)
-        outputs = _check_output(args.out)
+        outputs = _Outputs(args.out, args.overwrite)
         image = _read_image(args.image)
         key = find_api_key(user_dir=_comfyui_user_dir(), key_file=args.key_file)
     except RemoteError as exc:
@@ -105,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(exc, EXIT_API)
     progress.done()
     for index, array in enumerate(images):
-        path = outputs(index)
+        path = outputs.free_path(index)
         try:
-            Image.fromarray(array, "RGB").save(path)
+            _write_atomically(path, array)
         except OSError as exc:
-            print(f"face-migration: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"face-migration: cannot write {path} ({exc.strerror or exc}); the image of this billed "
+                  f"request is lost.", file=sys.stderr)
             return EXIT_API
         print(path)
     return EXIT_OK
@@ -144,24 +149,61 @@ def _fail(exc: Exception, code: int) -> int:
     return code
 
 
-def _check_output(out: Path):
-    """A function index -> output path, after checking the format and the folder before anything is sent
-    (the request is paid; its images must not be lost to a bad --out)."""
-    extension = out.suffix.lower()
-    if extension not in Image.registered_extensions():
-        raise InvalidParameterError(f"--out {out}: unknown image extension '{extension}'; use .png, .jpg or .webp")
-    if out.is_dir():
-        raise InvalidParameterError(f"--out {out} is a folder; give a file name such as {out / ('face' + extension)}")
-    if not out.parent.exists():
-        raise InvalidParameterError(f"--out {out}: the folder {out.parent} does not exist; create it first")
-    if not out.parent.is_dir():
-        raise InvalidParameterError(f"--out {out}: {out.parent} is not a folder; choose a file inside a folder")
-    try:  # the way the image will be written, so permissions, read-only disks and quotas all show now
-        os.unlink(_temp_file_beside(out))
-    except OSError as exc:
-        raise InvalidParameterError(f"--out {out}: cannot write in the folder {out.parent} "
-                                    f"({exc.strerror or type(exc).__name__}); choose a folder you can write to") from None
-    return lambda index: out if index == 0 else out.with_name(f"{out.stem}_{index + 1}{out.suffix}")
+class _Outputs:
+    """Where the images go: --out, then NAME_2.EXT, NAME_3.EXT, ... A file is replaced only with
+    --overwrite. Without it, an existing --out stops the command before the (paid) request, and an image
+    whose name is taken by then goes to the next free NAME_<n>.EXT, with a note on stderr."""
+
+    def __init__(self, out: Path, overwrite: bool):
+        self.out, self.overwrite = out, overwrite
+        self._check()
+
+    def _check(self) -> None:
+        out, extension = self.out, self.out.suffix.lower()
+        if extension not in Image.registered_extensions():
+            raise InvalidParameterError(f"--out {out}: unknown image extension '{extension}'; use .png, .jpg or .webp")
+        if out.is_dir():
+            raise InvalidParameterError(f"--out {out} is a folder; give a file name such as "
+                                        f"{out / ('face' + extension)}")
+        if not out.parent.exists():
+            raise InvalidParameterError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+        if not out.parent.is_dir():
+            raise InvalidParameterError(f"--out {out}: {out.parent} is not a folder; choose a file inside a folder")
+        if os.path.lexists(out) and not self.overwrite:
+            raise InvalidParameterError(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
+        try:  # the way the image will be written, so permissions, read-only disks and quotas all show now
+            os.unlink(_temp_file_beside(out))
+        except OSError as exc:
+            raise InvalidParameterError(f"--out {out}: cannot write in the folder {out.parent} "
+                                        f"({exc.strerror or type(exc).__name__}); choose a folder you can write "
+                                        f"to") from None
+
+    def free_path(self, index: int) -> Path:
+        wanted = self._numbered(index + 1)
+        if self.overwrite or not os.path.lexists(wanted):
+            return wanted
+        number = max(index + 1, 2)
+        while os.path.lexists(path := self._numbered(number)):
+            number += 1
+        print(f"face-migration: {wanted} exists; wrote {path} instead (--overwrite replaces files)", file=sys.stderr)
+        return path
+
+    def _numbered(self, number: int) -> Path:
+        return self.out if number == 1 else self.out.with_name(f"{self.out.stem}_{number}{self.out.suffix}")
+
+
+def _write_atomically(path: Path, array) -> None:
+    """The image into a temporary file beside `path`, then renamed over it: nobody sees half an image,
+    and a failed write leaves the old file as it was."""
+    temp = _temp_file_beside(path)
+    try:
+        Image.fromarray(array, "RGB").save(temp)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp made it private; give it a new file's usual mode
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _temp_file_beside(path: Path) -> str:
@@ -169,6 +211,12 @@ def _temp_file_beside(path: Path) -> str:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(handle)
     return name
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _read_image(path: Path):

@@ -1,4 +1,5 @@
 """`python -m face_migration generate` end to end against the fake API, and the command dispatcher."""
+import argparse
 import io
 import os
 import pathlib
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 import face_migration.__main__ as entry
+from face_migration.remote import cli
 from tests.remote.conftest import SECRET
 from tests.remote.fake_moark import Reply, b64_png, gradient_image
 
@@ -156,6 +158,69 @@ def test_an_output_that_cannot_be_written_is_found_before_the_request(fake, phot
                      "--endpoint", fake.base_url)
     assert result.returncode == 2 and message in result.stderr
     assert fake.requests == []
+
+
+def test_an_existing_output_is_kept_unless_overwrite_is_given(fake, photo, tmp_path):
+    out = tmp_path / "o.png"
+    out.write_bytes(b"earlier work")
+    args = ["generate", "--image", photo, "--prompt", "x", "--out", out, "--endpoint", fake.base_url]
+    result = run_cli(*args)
+    assert result.returncode == 2 and "exists; pass --overwrite to replace it" in result.stderr
+    assert fake.requests == [] and out.read_bytes() == b"earlier work"
+
+    served = gradient_image(8, 8)
+    fake.queue(Reply.image_b64(served))
+    result = run_cli(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), served)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "o.png"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's usual mode, not the temp file's 0600
+
+
+def test_more_images_never_replace_a_file_without_overwrite(fake, photo, tmp_path):
+    (tmp_path / "o_2.png").write_bytes(b"earlier work")
+    images = [gradient_image(8, 8), gradient_image(8, 8)[::-1].copy(), gradient_image(8, 8)[:, ::-1].copy()]
+    fake.queue(Reply.json({"data": [{"b64_json": b64_png(a)} for a in images]}))
+    out = tmp_path / "o.png"
+    args = ["generate", "--image", photo, "--prompt", "x", "--out", out, "--endpoint", fake.base_url]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(out), str(tmp_path / "o_3.png"), str(tmp_path / "o_4.png")]
+    assert f"{tmp_path / 'o_2.png'} exists; wrote {tmp_path / 'o_3.png'} instead" in result.stderr
+    assert (tmp_path / "o_2.png").read_bytes() == b"earlier work"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o_4.png")), images[2])
+
+    fake.queue(Reply.json({"data": [{"b64_json": b64_png(a)} for a in images[:2]]}))
+    result = run_cli(*args, "--overwrite")
+    assert result.stdout.split() == [str(out), str(tmp_path / "o_2.png")]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o_2.png")), images[1])
+
+
+def test_a_failed_write_leaves_the_old_file_whole(fake, photo, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "o.png"
+    out.write_bytes(b"earlier work")
+
+    original_save = Image.Image.save
+
+    def save_half_then_fail(image, target, *args, **kwargs):
+        if not isinstance(target, (str, os.PathLike)):  # the upload, encoded in memory
+            return original_save(image, target, *args, **kwargs)
+        with open(target, "wb") as file:
+            file.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("MOARK_API_KEY", SECRET)
+    monkeypatch.setattr(Image.Image, "save", save_half_then_fail)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--image", str(photo), "--prompt", "x", "--out", str(out), "--endpoint", fake.base_url,
+                              "--overwrite"])
+    assert cli.run(args) == cli.EXIT_API
+    assert out.read_bytes() == b"earlier work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "o.png"]
+    assert "No space left on device" in capsys.readouterr().err and len(fake.requests) == 1
 
 
 def test_no_key_exits_2_and_says_where_to_put_one(fake, photo, tmp_path):
