@@ -1,6 +1,7 @@
 """What ComfyUI Manager and the Comfy Registry read: requirements, pyproject, the lazy entry point."""
 import importlib.util
 import pathlib
+import re
 import sys
 import tomllib
 
@@ -77,3 +78,109 @@ def test_readme_opens_with_install_and_test_commands_and_lists_every_model_file(
     assert "pytest" in (ROOT / ".ci" / "run").read_text()
     for model in MODEL_FILES:
         assert model.filename in readme and model.url in readme and model.display_folder in readme, model.key
+
+
+# --- Everything the README, the CI script and the tests name is in the repository -----------------------
+
+# Repository paths as they are written in prose, commands and code: a top-level folder of this repository
+# (not preceded by another path character, so ComfyUI/custom_nodes/... or a URL does not count) or a
+# top-level file. Folders end with "/"; a file needs an extension or to live in .ci/, so that prefixes such
+# as the node category "face_migration/testing" or a module path such as "tests/x.func" are not taken
+# for files.
+REPO_PATH = re.compile(r"(?<![\w./-])((?:tests|scripts|benchmarks|workflows|docs|face_migration|nodes|\.ci)/"
+                       r"[\w.*/-]*|requirements(?:-test)?\.txt|pyproject\.toml)")
+FILE_EXTENSIONS = {"py", "json", "jpg", "png", "txt", "toml", "md", "safetensors", "onnx", "sh", "yaml", "pth", "pt"}
+PYTHON_MODULE = re.compile(r"python3?(?:\.exe)? -m ([\w.]+)")
+# Where commands and paths are written down for a user or CI to follow.
+DOCUMENTED = ["README.md", ".ci/run", "tests/**/*.py", "scripts/*.py", "benchmarks/*.py"]
+# The folder of shared material beside the project checkout: a user's clone has none.
+OUTSIDE = re.compile(r"\.\./shared\b|/work/shared\b|parents?\b[^\n]{0,40}[\"']shared[\"']\s*/")
+
+
+def documented_files() -> list[pathlib.Path]:
+    return sorted({f for pattern in DOCUMENTED for f in ROOT.glob(pattern) if "__pycache__" not in f.parts})
+
+
+def named_paths(text: str) -> set[str]:
+    """Repository paths a text names: folders (ending in /) and files, globs kept as written."""
+    found = set()
+    for match in REPO_PATH.finditer(text):
+        path = match.group(1).rstrip(".,:;")
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if path.endswith("/") or path.startswith(".ci/") or name.rsplit(".", 1)[-1] in FILE_EXTENSIONS \
+                and "." in name:
+            found.add(path)
+    return found
+
+
+def test_path_finder_reads_prose_commands_and_code():
+    text = ("Run `bash .ci/run` or python scripts/make_*_fixtures.py; see tests/fixtures/,\n"
+            "workflows/flux1_dev_pulid.jpg. ComfyUI/custom_nodes/x/tests/y.py https://host/tests/z.py "
+            "CATEGORY = 'face_migration/testing' tests.workflow_validation.to_api and requirements-test.txt")
+    assert named_paths(text) == {".ci/run", "scripts/make_*_fixtures.py", "tests/fixtures/",
+                                 "workflows/flux1_dev_pulid.jpg", "requirements-test.txt"}
+    assert OUTSIDE.search('REPO.parent / "shared" / "comfyui"') and OUTSIDE.search("see ../shared/x")
+    assert not OUTSIDE.search("tests/parity_data.py: weights shared by the fixtures")
+
+
+@pytest.mark.parametrize("doc", documented_files(), ids=lambda f: str(f.relative_to(ROOT)))
+def test_every_path_a_file_names_is_in_the_repository(doc):
+    missing = sorted(p for p in named_paths(doc.read_text()) if not list(ROOT.glob(p.rstrip("/"))))
+    assert not missing, f"{doc.relative_to(ROOT)} names paths this repository does not have: {missing}"
+
+
+@pytest.mark.parametrize("doc", documented_files(), ids=lambda f: str(f.relative_to(ROOT)))
+def test_every_python_module_a_file_runs_is_in_the_repository(doc):
+    """`python -m face_migration ...` and the like: modules of this repository must exist (pip, pytest,
+    playwright and other installed tools are not this repository's)."""
+    ours = {"face_migration", "tests", "scripts", "benchmarks", "nodes"}
+    missing = []
+    for module in PYTHON_MODULE.findall(doc.read_text()):
+        parts = module.split(".")
+        if parts[0] in ours:
+            base = ROOT.joinpath(*parts)
+            if not (base.with_suffix(".py").is_file() or (base / "__main__.py").is_file()):
+                missing.append(module)
+    assert not missing, f"{doc.relative_to(ROOT)} runs modules this repository does not have: {missing}"
+
+
+def test_nothing_reads_material_from_beside_the_repository():
+    """Tests, scripts, benchmarks and CI use only what is in the repository (a user's clone has nothing
+    beside it)."""
+    offenders = []
+    for folder in ("tests", "scripts", "benchmarks", ".ci"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            binary = path.suffix in {".safetensors", ".onnx", ".jpg", ".png", ".pyc"}
+            if path.is_file() and not binary and path != pathlib.Path(__file__).resolve():  # this file: the patterns
+                for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                    if OUTSIDE.search(line):
+                        offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_code_of_the_pack_assigns_forward_orig():
+    """The identity goes in through block patches only; FLUX's forward_orig is never replaced."""
+    assignment = re.compile(r"\.forward_orig\s*=(?!=)|setattr\([^)]*[\"']forward_orig[\"']")
+    offenders = [f"{path.relative_to(ROOT)}:{number}"
+                 for folder in ("face_migration", "nodes") for path in sorted((ROOT / folder).rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if assignment.search(line)]
+    assert not offenders, offenders
+
+
+def test_readme_top_says_where_and_with_which_python_and_how_to_run_the_optional_tests():
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```")
+    install, tests, after = blocks[1], blocks[3], blocks[4].split("\n\n")[0]
+    assert "from the folder that holds ComfyUI/" in install and "python_embeded" in install
+    assert "from the pack folder" in tests and "cd ComfyUI/custom_nodes/comfyui-face-migration" in tests
+    assert "PYTHON=" in tests
+    # the optional suites, as their skip reasons name them: a ComfyUI, playwright and a Chromium
+    for needed in ("COMFYUI_PATH", "COMFYUI_PYTHON", "pip install playwright", "apt-get install chromium",
+                   "playwright install", "CHROMIUM_PATH"):
+        assert needed in after, needed
+
+
+def test_ci_takes_cpu_torch_on_linux_x86_64_and_reuses_a_torch_it_finds():
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "https://download.pytorch.org/whl/cpu" in run and "--retries 0" in run
+    assert "import torch" in run and "PYTHON" in run
