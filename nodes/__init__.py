@@ -1,7 +1,9 @@
 """ComfyUI adapter: V3 node classes over the `face_migration` library.
 
-Each node module exposes `NODES`. A module whose optional dependency is missing is skipped with a
-logged reason; the rest of the pack (and ComfyUI) keeps working."""
+Each node module exposes `NODES`. A module that cannot be imported because a package of requirements.txt
+is missing is skipped with a logged reason; the rest of the pack (and ComfyUI) keeps working. Any other
+ImportError is a bug in the pack (or a ComfyUI API it needs): it is logged with its traceback, which
+ComfyUI would otherwise reduce to one line, and that module is skipped."""
 from __future__ import annotations
 
 import importlib
@@ -12,6 +14,16 @@ from comfy_api.v0_0_2 import ComfyExtension
 from .common import LOG_PREFIX, register_model_folders
 
 NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes")
+# Top-level module -> the requirements.txt package that provides it.
+REQUIREMENT_MODULES = {"numpy": "numpy", "safetensors": "safetensors", "requests": "requests", "PIL": "pillow",
+                       "onnxruntime": "onnxruntime-gpu or onnxruntime"}
+
+
+def missing_requirement(exc: ImportError) -> str | None:
+    """The requirements.txt package whose absence raised exc, or None when exc is something else."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    return REQUIREMENT_MODULES.get(exc.name.split(".")[0])
 
 
 class FaceMigrationExtension(ComfyExtension):
@@ -22,8 +34,15 @@ class FaceMigrationExtension(ComfyExtension):
             try:
                 module = importlib.import_module(f".{name}", __name__)
             except ImportError as exc:
-                logging.warning("%s %s disabled: %s. Install the pack's requirements.txt "
-                                "into ComfyUI's Python to enable them.", LOG_PREFIX, name, exc)
+                package = missing_requirement(exc)
+                if package is None:
+                    logging.error("%s %s could not be imported: %s. This is not a missing requirement but an "
+                                  "error in the pack or the ComfyUI API it uses; please report it with this "
+                                  "traceback.", LOG_PREFIX, name, exc, exc_info=exc)
+                else:
+                    logging.warning("%s %s disabled: the Python package %s is not installed (%s). Install the "
+                                    "pack's requirements.txt into ComfyUI's Python to enable them.",
+                                    LOG_PREFIX, name, package, exc)
                 continue
             nodes.extend(module.NODES)
         return nodes
