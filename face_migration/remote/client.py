@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,15 +88,35 @@ class _Call:
 
 class _Exchange:
     """One try, seen by the worker thread and the waiting thread: whether the request began to go out
-    (from then on the server may have started the paid work)."""
+    (from then on the server may have started the paid work), and its sockets, so that the waiting
+    thread can cut them on cancel or timeout and the worker ends at once instead of waiting for the
+    server."""
 
     def __init__(self):
         self.sending_started = False
         self.untracked = False  # a SOCKS proxy: its connections cannot be watched, so assume sent
+        self._sockets: list[socket.socket] = []
+        self._closed = False
+        self._lock = threading.Lock()
 
     @property
     def may_have_reached_server(self) -> bool:
         return self.sending_started or self.untracked
+
+    def connected(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.sending_started = True
+            self._sockets.append(sock)
+            closed = self._closed
+        if closed:  # cut while this connection was being made
+            _hang_up(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _hang_up(sock)
 
 
 class FaceMigrationClient:
@@ -220,20 +241,26 @@ class FaceMigrationClient:
         worker = threading.Thread(target=_perform, args=(request, per_try, exchange, box), daemon=True,
                                   name="face-migration-http")
         try_start = time.monotonic()
+        timed_out = False
         worker.start()
-        self._report(call.started, attempt, force=True)
-        while worker.is_alive():
-            worker.join(self.poll_interval)
-            self._check_cancel(call, attempt, exchange)
-            self._report(call.started, attempt)
-            # requests' read timeout is per socket read; this bounds the whole try
-            if worker.is_alive() and time.monotonic() - try_start > per_try + 1.0:
-                break
-        if "response" in box:
+        try:
+            self._report(call.started, attempt, force=True)
+            while worker.is_alive() and not timed_out:
+                worker.join(self.poll_interval)
+                self._check_cancel(call, attempt, exchange)
+                self._report(call.started, attempt)
+                # requests' read timeout is per socket read; this bounds the whole try
+                timed_out = worker.is_alive() and time.monotonic() - try_start > per_try + 1.0
+        except BaseException:  # cancelled (also by an exception from should_cancel) or interrupted
+            exchange.close()
+            raise
+        if timed_out:
+            exchange.close()
+        elif "response" in box:
             return box["response"]
         started_work = download is None and exchange.may_have_reached_server
         call.maybe_billed |= started_work
-        if worker.is_alive():
+        if timed_out:
             return self._timeout_error(per_try, request["url"], started_work)
         return self._transport_error(box.get("error"), per_try, request["url"], started_work)
 
@@ -392,13 +419,21 @@ class _TooLarge(Exception):
 
 
 class _TrackedConnection:
-    """Mixed into urllib3's connection classes: marks the exchange once connected (TLS included), as
-    the request goes out right after."""
+    """Mixed into urllib3's connection classes: hands the socket to the exchange once connected (TLS
+    included), as the request goes out right after."""
     exchange: _Exchange
 
     def connect(self):
         super().connect()
-        self.exchange.sending_started = True
+        self.exchange.connected(self.sock)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Wake a thread blocked on `sock` and tell the server we are gone; the worker then closes it."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: below TLS, from any thread
+    except OSError:  # already closed
+        pass
 
 
 class _TrackingAdapter(requests.adapters.HTTPAdapter):

@@ -11,6 +11,8 @@ import email.parser
 import email.policy
 import io
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -47,6 +49,7 @@ class Reply:
     delay: float = 0.0
     cut_after: int | None = None  # send the headers and this many body bytes, then close (a broken answer)
     hang_up: bool = False  # close without answering, after the request was read
+    trickle: float = 0.0  # seconds between the body's bytes (each read is quick, the whole answer is slow)
 
     @classmethod
     def json(cls, document, status: int = 200, **kw) -> "Reply":
@@ -66,6 +69,7 @@ class Recorded:
     body: bytes
     fields: list = field(default_factory=list)  # [(name, value)] in order
     files: dict = field(default_factory=dict)  # name -> (filename, content type, bytes)
+    client_closed_at: float | None = None  # time.monotonic() when the client hung up before the answer was out
 
 
 class FakeMoArk:
@@ -125,30 +129,50 @@ class FakeMoArk:
                 if self.path != API_PATH:
                     return self._send(Reply.json({"message": f"no route {self.path}"}, status=404))
                 _parse_multipart(record)
-                self._send(fake.script.popleft() if fake.script else fake.default)
+                self._send(fake.script.popleft() if fake.script else fake.default, record)
 
             def _record(self, body: bytes) -> Recorded:
                 record = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 fake.requests.append(record)
                 return record
 
-            def _send(self, reply: Reply):
-                if reply.delay:
-                    time.sleep(reply.delay)
+            def _send(self, reply: Reply, record: Recorded | None = None):
+                if not self._wait(reply.delay, record):
+                    return
                 if reply.hang_up:
                     self.close_connection = True
                     return
+                body = reply.body if reply.cut_after is None else reply.body[:reply.cut_after]
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body if reply.cut_after is None else reply.body[:reply.cut_after])
+                    if reply.trickle:
+                        for index in range(len(body)):
+                            self.wfile.write(body[index:index + 1])
+                            self.wfile.flush()
+                            if not self._wait(reply.trickle, record):
+                                return
+                    else:
+                        self.wfile.write(body)
                 except OSError:  # the client gave up (timeout, cancel)
                     pass
                 if reply.cut_after is not None:
                     self.close_connection = True
+
+            def _wait(self, seconds: float, record: Recorded | None) -> bool:
+                """Sleep, watching the connection: False (and noted in `record`) when the client hung up."""
+                end = time.monotonic() + seconds
+                while (left := end - time.monotonic()) > 0:
+                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
+                    if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                        if record is not None:
+                            record.client_closed_at = time.monotonic()
+                        self.close_connection = True
+                        return False
+                return True
 
         return Handler
 

@@ -360,6 +360,56 @@ def test_cancel_stops_the_wait_quickly(key, fake):
     assert caught.value.maybe_billed
 
 
+def http_workers() -> set:
+    return {t for t in threading.enumerate() if t.name == "face-migration-http" and t.is_alive()}
+
+
+def assert_hung_up_promptly(fake, since: float, workers_before: set) -> None:
+    """The worker thread ends and the server sees the connection closed, both within a second."""
+    while http_workers() - workers_before and time.monotonic() - since < 1.0:
+        time.sleep(0.02)
+    assert not http_workers() - workers_before, "the worker thread still waits for the server"
+    (request,) = fake.api_requests()
+    while request.client_closed_at is None and time.monotonic() - since < 1.0:
+        time.sleep(0.02)
+    assert request.client_closed_at is not None and request.client_closed_at - since < 1.0
+
+
+def test_cancel_closes_the_connection_and_ends_the_worker_thread(key, fake):
+    fake.queue(Reply(200, b"{}", {}, delay=10.0))
+    before = http_workers()
+    cancel_at = time.monotonic() + 0.3
+    with pytest.raises(RemoteCancelled):
+        make_client(key, fake, should_cancel=lambda: time.monotonic() > cancel_at).generate(face(), PARAMS)
+    assert_hung_up_promptly(fake, time.monotonic(), before)
+
+
+def test_an_exception_from_should_cancel_also_closes_the_connection(key, fake):
+    class Interrupted(Exception):  # as ComfyUI's InterruptProcessingException
+        pass
+
+    def should_cancel():
+        if time.monotonic() > cancel_at:
+            raise Interrupted()
+        return False
+
+    fake.queue(Reply(200, b"{}", {}, delay=10.0))
+    before = http_workers()
+    cancel_at = time.monotonic() + 0.3
+    with pytest.raises(Interrupted):
+        make_client(key, fake, should_cancel=should_cancel).generate(face(), PARAMS)
+    assert_hung_up_promptly(fake, time.monotonic(), before)
+
+
+def test_an_answer_slower_than_the_timeout_is_hung_up_on(key, fake):
+    # Each byte comes within the read timeout, so only the whole-try limit (timeout + 1 s) stops it.
+    fake.queue(Reply(200, b"x" * 200, {}, trickle=0.2))
+    before = http_workers()
+    with pytest.raises(RemoteTimeoutError):
+        make_client(key, fake, timeout=0.5).generate(face(), PARAMS)
+    assert_hung_up_promptly(fake, time.monotonic(), before)
+
+
 def test_cancel_during_a_backoff_wait(key, fake):
     fake.queue(Reply.json({}, status=429, headers={"Retry-After": "30"}))
     calls = []
