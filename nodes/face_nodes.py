@@ -163,8 +163,10 @@ class EncodeFace(io.ComfyNode):
                              tooltip="Which face to use in each photo, in face_order (0 = the first: the largest "
                                      "face by default)."),
                 io.Combo.Input("combine", options=list(COMBINE_MODES), default="mean",
-                               tooltip="Several references: mean of their ID tokens (one identity, default) or "
-                                       "concat (all tokens side by side: more detail, slower attention)."),
+                               tooltip="Several references: mean of their ID tokens (one identity, default), "
+                                       "concat (all tokens side by side: more detail, slower attention) or per "
+                                       "image (photo i is the identity of image i of the sampled batch; the batch "
+                                       "must have as many images as photos)."),
                 io.Boolean.Input("skip_faceless", default=False,
                                  tooltip="On: photos without a face are skipped (as long as one has a face). "
                                          "Off: such a photo stops the run with an error naming it."),

@@ -37,7 +37,7 @@ MAX_EDGE = 1024
 # far more (the tiny test detectors: 0.64), two people's faces far less.
 SAME_FACE_MIN_IOU = 0.4
 ARCFACE_DIM = 512  # the raw ArcFace embedding leads the IDFormer input vector
-COMBINE_MODES = ("mean", "concat")
+COMBINE_MODES = ("mean", "concat", "per image")  # per image: identity i for image i of the sampled batch
 
 
 @dataclass
@@ -188,8 +188,14 @@ def encode_identity(models: FaceModels, pulid: PulidFlux, fingerprint: str, imag
     n, tokens, width = identity.cond.shape
     if combine == "mean":
         cond, uncond = identity.cond.mean(0, keepdim=True), identity.uncond[:1]
-    else:
+    elif combine == "concat":
         cond, uncond = identity.cond.reshape(1, n * tokens, width), identity.uncond.reshape(1, n * tokens, width)
+    elif n != len(images):  # a skipped photo would hand every later identity to the wrong image
+        raise InvalidInputError(f"Encode Face with combine 'per image' needs a face in every reference photo (one "
+                                f"identity per image of the batch), but {len(images) - n} of {len(images)} had none. "
+                                f"Remove those photos or use combine 'mean'.")
+    else:
+        cond, uncond = identity.cond, identity.uncond
     info = {"references": len(images), "faces_used": n, "combine": combine}
     summary = "\n".join(notes) + f"\nidentity: {n} reference(s), {combine}, {cond.shape[1]} ID tokens"
     return PulidIdentity(cond, uncond, fingerprint, info), previews, summary

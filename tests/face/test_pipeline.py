@@ -81,6 +81,18 @@ def test_mean_and_concat_of_references(models, pulid):
     assert len(previews) == 2
 
 
+def test_per_image_keeps_one_identity_per_reference(models, pulid):
+    photos = [photo_with_face(), photo_with_face(x=300, y=120)]
+    concat, _, _ = pipeline.encode_identity(models, pulid, "fp", photos, combine="concat")
+    per_image, _, info = pipeline.encode_identity(models, pulid, "fp", photos, combine="per image")
+    assert per_image.cond.shape == per_image.uncond.shape == (2, 32, PULID.token_dim)
+    torch.testing.assert_close(per_image.cond.reshape(1, 64, -1), concat.cond)
+    assert "per image" in info
+    with pytest.raises(InvalidInputError, match="'per image' needs a face in every reference photo"):
+        pipeline.encode_identity(models, pulid, "fp", photos + [np.zeros((300, 400, 3), np.uint8)],
+                                 combine="per image", skip_faceless=True)
+
+
 def test_faceless_reference_is_named_or_skipped(models, pulid):
     photos = [photo_with_face(), np.zeros((300, 400, 3), np.uint8)]
     with pytest.raises(NoFaceError, match="reference image 1"):
