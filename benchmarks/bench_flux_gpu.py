@@ -1,144 +1,130 @@
-"""GPU benchmark: ComfyUI's FLUX.1-dev architecture (19 double + 38 single blocks, hidden 3072) with random
-bf16 weights at 1024x1024, plain against with our Apply patches (20 full-size CA modules, identity active
-on every step): time per model forward ("step") and peak VRAM, with the ratio and the extra memory.
+#!/usr/bin/env python3
+"""GPU benchmark: what the Apply node costs a real sampling run of FLUX.1-dev, per step and in memory.
 
-Targets (issue 3): at most 3 % extra time per step and 1.3 GB extra VRAM.
+ComfyUI's FLUX.1-dev architecture (19 double + 38 single blocks, hidden 3072) with random weights, loaded as
+UNETLoader loads a file (fp16, bf16, or fp8_e4m3fn weights), sampled by ComfyUI's sampler (comfy.sample, euler,
+--steps steps) at 1024x1024 with CFG 1 and 3.5, plain against one Apply node (node-built PuLID from a random
+file with the real 20 CA modules, identity on every step). Per configuration, in paired rounds
+(benchmarks/method.py): extra seconds per step with the ratio's spread and a verdict against the target
+(+3 % per step); then, in a separate pass from an empty model cache, every byte ComfyUI loads for the run
+(the models model management holds afterwards: FLUX, and with Apply the PuLID modules it was handed) and
+the peak VRAM, against the target (+1.0 GB).
 
-    python benchmarks/bench_flux_gpu.py --comfyui /path/to/ComfyUI                 # on a CUDA machine
-    python benchmarks/bench_flux_gpu.py --comfyui PATH --device cpu --double 1 --single 2 --size 256 \\
-        --dtype float32 --rounds 1                                                 # quick check of the script
+    python benchmarks/bench_flux_gpu.py --comfyui /path/to/ComfyUI                  # on a CUDA machine
+    python benchmarks/bench_flux_gpu.py --comfyui PATH --device cpu --double 1 --single 1 --size 128 \\
+        --text-tokens 32 --steps 1 --rounds 2 --dtypes bf16                        # CPU smoke check of the script
 
-Plain and patched steps alternate so drift hits both alike. Without a ComfyUI checkout it says so and exits 0;
-without a GPU (and no --device cpu) likewise.
+Needs ~2x the FLUX weights in CPU RAM (random weights are made on the CPU, as a file would be read). Without
+a ComfyUI folder it says so and exits 0; without a GPU (and no --device cpu) likewise.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from bench_injection_cpu import CA_CFG, CONTEXT_DIM, HEADS, HIDDEN, ID_TOKENS, LATENT_CHANNELS, MLP_RATIO, VEC_DIM  # noqa: E402
-from face_migration.injection import Injection, PulidBlockPatch, StepRange, TokenGridWrapper, block_patches  # noqa: E402
-from face_migration.pulid.identity import PulidIdentity  # noqa: E402
-from face_migration.pulid.model import PulidConfig, PulidFlux  # noqa: E402
+import flux_harness as fh  # noqa: E402
+import method  # noqa: E402
 
-
-def init_random_(module: torch.nn.Module, seed: int) -> None:
-    """Fan-in scaled random weights, generated on the module's device (12 B parameters never touch the CPU)."""
-    g = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
-    for name, p in module.named_parameters():
-        if p.ndim >= 2:
-            p.normal_(0.0, p.shape[-1] ** -0.5, generator=g)
-        elif name.endswith("bias"):
-            p.zero_()
-        else:
-            p.fill_(1.0)
+# Weights as stored: the file's dtype, and UNETLoader's weight_dtype option for fp8.
+DTYPES = {"fp16": (torch.float16, None), "bf16": (torch.bfloat16, None), "fp8": (torch.bfloat16, torch.float8_e4m3fn)}
+TARGET_STEP = 0.03
+TARGET_BYTES = 1.0e9
 
 
-def build(comfyui: Path, double: int, single: int, device: torch.device, dtype: torch.dtype):
-    sys.path.append(str(comfyui))
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = device.type == "cpu"
-    comfy.cli_args.args.use_pytorch_cross_attention = True
-    import comfy.ldm.flux.model as comfy_flux
-    import comfy.ops
+def loaded_bytes() -> dict[str, int]:
+    """Bytes of every model ComfyUI's model management holds loaded now, by model class."""
+    import comfy.model_management as mm
+    held: dict[str, int] = {}
+    for loaded in mm.current_loaded_models:
+        name = type(loaded.model.model).__name__
+        held[name] = held.get(name, 0) + loaded.model_loaded_memory()
+    return held
 
-    flux = comfy_flux.Flux(operations=comfy.ops.disable_weight_init, device=device, dtype=dtype,
-                           in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, patch_size=2,
-                           vec_in_dim=VEC_DIM, context_in_dim=CONTEXT_DIM, hidden_size=HIDDEN, mlp_ratio=MLP_RATIO,
-                           num_heads=HEADS, depth=double, depth_single_blocks=single, axes_dim=[16, 56, 56],
-                           theta=10000, qkv_bias=True, guidance_embed=True).eval().requires_grad_(False)
-    init_random_(flux, 0)
-    placed = block_patches(double, single)
-    pulid = PulidFlux(PulidConfig(encoder_dim=64, encoder_depth=5, id_mapping_dim=16, vit_dim=16, vit_mapping_dim=16,
-                                  num_ca=len(placed), **CA_CFG)).to(device, dtype).eval().requires_grad_(False)
-    init_random_(pulid, 1)
-    return flux, pulid, placed
+
+def memory_pass(model, inputs: fh.Inputs, steps: int, cfg: float, device: torch.device) -> tuple[dict[str, int], int]:
+    """(bytes loaded per model class, peak device memory) of one sampling run from an empty model cache."""
+    import comfy.model_management as mm
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fh.sample(model, inputs, steps, cfg)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return loaded_bytes(), peak
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout (env COMFYUI_PATH)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else None)
-    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (env COMFYUI_PATH)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else None, choices=("cuda", "cpu"))
+    ap.add_argument("--dtypes", default="fp16,bf16,fp8", help="comma-separated, of: " + ", ".join(DTYPES))
+    ap.add_argument("--cfgs", default="1,3.5", help="comma-separated CFG scales")
     ap.add_argument("--double", type=int, default=19)
     ap.add_argument("--single", type=int, default=38)
     ap.add_argument("--size", type=int, default=1024, help="image side in pixels")
     ap.add_argument("--text-tokens", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=4, help="sampling steps per timed run")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
     args = ap.parse_args()
     if not args.comfyui or not Path(args.comfyui).is_dir():
-        print("bench_flux_gpu: skipped, no ComfyUI checkout given (--comfyui / COMFYUI_PATH).")
+        print("bench_flux_gpu: skipped, no ComfyUI folder given (--comfyui / COMFYUI_PATH).")
         return 0
     if args.device is None:
         print("bench_flux_gpu: skipped, no GPU here (pass --device cpu with a small --double/--single to test it).")
         return 0
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device = torch.device(args.device)
     torch.set_grad_enabled(False)
-    flux, pulid, placed = build(Path(args.comfyui), args.double, args.single, device, dtype)
+    fh.import_comfyui(Path(args.comfyui), cpu=device.type == "cpu")
+    pulid_nodes = fh.import_pack()
+    n_ca = len(range(0, args.double, 2)) + len(range(0, args.single, 4))
+    with tempfile.TemporaryDirectory() as tmp:
+        handle = fh.pulid_handle(pulid_nodes, fh.pulid_state_dict(fh.pulid_config(n_ca), torch.bfloat16), Path(tmp))
+    identity = fh.random_identity(handle)
+    inputs = fh.Inputs(args.size, args.text_tokens)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke check only: no GPU figure)"
+    print(f"device {where}; FLUX {args.double} double + {args.single} single blocks, {args.size}x{args.size}, "
+          f"{args.text_tokens} text tokens, {args.steps} euler steps per run; PuLID {n_ca} CA modules (bf16 file)")
 
-    g = torch.Generator(device=device).manual_seed(2)
-    lat = args.size // 8
-    x = torch.randn(1, LATENT_CHANNELS, lat, lat, generator=g, device=device, dtype=dtype)
-    context = torch.randn(1, args.text_tokens, CONTEXT_DIM, generator=g, device=device, dtype=dtype)
-    y = torch.randn(1, VEC_DIM, generator=g, device=device, dtype=dtype)
-    t = torch.tensor([0.8], device=device, dtype=dtype)
-    guidance = torch.tensor([3.5], device=device, dtype=dtype)
-    id_tokens = torch.randn(1, ID_TOKENS, CA_CFG["token_dim"], generator=g, device=device, dtype=dtype)
-    injection = Injection(pulid, PulidIdentity(id_tokens, torch.zeros_like(id_tokens), "bench"), 1.0, StepRange(0, 10**6))
-    plain = {"cond_or_uncond": [0], "sigmas": t, "sample_sigmas": torch.tensor([1.0, 0.8, 0.0], device=device)}
-    patched = {**plain,
-               "patches_replace": {"dit": {(f"{k}_block", b): PulidBlockPatch(k, ca, (injection,)) for k, b, ca in placed}},
-               "wrappers": {"diffusion_model": {"face_migration_pulid": [TokenGridWrapper()]}}}
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def step(options) -> float:
-        sync()
-        start = time.perf_counter()
-        flux(x, t, context, y=y, guidance=guidance, transformer_options=options)
-        sync()
-        return time.perf_counter() - start
-
-    def peak(options) -> int:
-        if device.type != "cuda":
-            return 0
-        torch.cuda.reset_peak_memory_stats()
-        step(options)
-        return torch.cuda.max_memory_allocated()
-
-    for _ in range(args.warmup):
-        step(plain), step(patched)
-    times = {"plain": [], "patched": []}
-    for _ in range(args.rounds):
-        times["plain"].append(step(plain))
-        times["patched"].append(step(patched))
-    plain_s, patched_s = statistics.median(times["plain"]), statistics.median(times["patched"])
-    extra_mem = peak(patched) - peak(plain)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    ratio = patched_s / plain_s
-    print(f"device {name}, {args.dtype}, {args.double} double + {args.single} single blocks, {args.size}x{args.size}, "
-          f"{len(placed)} CA modules")
-    print(f"per step: plain {plain_s * 1000:.1f} ms, with Apply {patched_s * 1000:.1f} ms, ratio {ratio:.4f} "
-          f"({(ratio - 1) * 100:+.2f} %, target <= +3 %)")
-    if device.type == "cuda":
-        ca_bytes = sum(p.numel() * p.element_size() for p in pulid.pulid_ca.parameters())
-        # Both runs hold the CA weights here; without Apply a user would not load them at all.
-        total = extra_mem + ca_bytes
-        print(f"peak VRAM extra {total / 1e9:.2f} GB = CA weights {ca_bytes / 1e9:.2f} GB + activations "
-              f"{extra_mem / 1e9:.2f} GB (target <= 1.3 GB)")
+    for dtype_name in args.dtypes.split(","):
+        file_dtype, weight_dtype = DTYPES[dtype_name]
+        t0 = time.perf_counter()
+        plain = fh.load_flux(fh.flux_state_dict(args.double, args.single, file_dtype), weight_dtype)
+        applied = fh.apply(pulid_nodes, plain, handle, identity)
+        print(f"\n[{dtype_name} weights: FLUX weights stored as {plain.model.get_dtype()}, built in "
+              f"{time.perf_counter() - t0:.0f} s]")
+        for cfg in (float(c) for c in args.cfgs.split(",")):
+            cases = {"plain": lambda: fh.sample(plain, inputs, args.steps, cfg),
+                     "apply": lambda: fh.sample(applied, inputs, args.steps, cfg)}
+            if device.type == "cuda":  # time what the GPU did, not when the launch returned
+                cases = {k: (lambda f=f: (f(), torch.cuda.synchronize(device))) for k, f in cases.items()}
+            times = method.paired_rounds(cases, rounds=args.rounds, warmup=args.warmup)
+            machine = method.Machine.now()
+            per_step = method.Comparison([t / args.steps for t in times["plain"]],
+                                         [t / args.steps for t in times["apply"]])
+            print("  " + per_step.line(f"CFG {cfg:g}, Apply vs plain", machine))
+            method.print_verdict(f"CFG {cfg:g}, per step (target <= +{100 * TARGET_STEP:.0f} %)",
+                                 per_step.verdict(target=TARGET_STEP))
+            held_plain, peak_plain = memory_pass(plain, inputs, 1, cfg, device)
+            held_apply, peak_apply = memory_pass(applied, inputs, 1, cfg, device)
+            extra = sum(held_apply.values()) - sum(held_plain.values())
+            print(f"  CFG {cfg:g}, loaded for sampling: plain {held_plain}, with Apply {held_apply} (bytes): "
+                  f"+{extra / 1e9:.3f} GB")
+            if device.type == "cuda":
+                extra_peak = peak_apply - peak_plain
+                print(f"  CFG {cfg:g}, peak VRAM: plain {peak_plain / 1e9:.2f} GB, with Apply {peak_apply / 1e9:.2f} GB "
+                      f"(+{extra_peak / 1e9:.2f} GB; target <= +{TARGET_BYTES / 1e9:.1f} GB: "
+                      f"{'met' if extra_peak <= TARGET_BYTES else 'NOT met'})")
+        del plain, applied
     return 0
 
 
