@@ -18,7 +18,7 @@ from ..face_migration.remote import (CUSTOM_ENDPOINT, DEFAULT_MAX_UPLOAD_SIDE, D
                                      ENDPOINTS, ENV_VARS, KEY_FILENAME, MAX_SEED, NO_SEED, RANGES, SIZES,
                                      FaceMigrationClient, FaceMigrationParams, RetryPolicy, endpoint_url,
                                      find_api_key)
-from ..face_migration.remote.params import early_problems, widget_seed
+from ..face_migration.remote.params import ID_WEIGHT_FRACTIONS_NOTE, early_problems, widget_seed
 from .common import CATEGORY, LOG_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -71,14 +71,16 @@ class MoArkFaceMigration(io.ComfyNode):
                                tooltip="Output size (width x height); the sizes the API offers."),
                 io.Float.Input("guidance_scale", default=default["guidance_scale"], min=low["guidance_scale"],
                                max=high["guidance_scale"], step=0.1,
-                               tooltip="Prompt adherence: higher follows the prompt more closely. API default 4."),
+                               tooltip="Prompt adherence: higher follows the prompt more closely. API default 4; "
+                                       "sent rounded to 0.1, the step of the API's schema."),
                 io.Int.Input("num_inference_steps", default=default["num_inference_steps"],
                              min=low["num_inference_steps"], max=high["num_inference_steps"],
                              tooltip="Denoising steps (FLUX schnell: 4 is the API default; more is slower)."),
                 io.Float.Input("id_weight", default=default["id_weight"], min=low["id_weight"],
                                max=high["id_weight"], step=0.05,
                                tooltip="How strongly the reference face shapes the result. 1 = API default; "
-                                       "higher copies the face harder at the cost of prompt freedom."),
+                                       "higher copies the face harder at the cost of prompt freedom. "
+                                       f"Fractions are sent as given, but {ID_WEIGHT_FRACTIONS_NOTE}."),
                 io.Int.Input("id_timestep_start", default=default["id_timestep_start"],
                              min=low["id_timestep_start"], max=high["id_timestep_start"],
                              tooltip="Step at which the face starts to be used (must be below "

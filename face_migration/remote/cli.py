@@ -19,7 +19,8 @@ from .client import FaceMigrationClient, RetryPolicy
 from .errors import InvalidParameterError, RemoteError
 from .images import DEFAULT_MAX_UPLOAD_SIDE
 from .keys import ENV_VARS, KEY_FILENAME, find_api_key
-from .params import DEFAULT_MODEL, DEFAULT_SIZE, ENDPOINTS, MAX_SEED, RANGES, SIZES, FaceMigrationParams, api_url
+from .params import (DEFAULT_MODEL, DEFAULT_SIZE, ENDPOINTS, ID_WEIGHT_FRACTIONS_NOTE, MAX_SEED, RANGES, SIZES,
+                     FaceMigrationParams, api_url)
 
 EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DESCRIPTION = ("Generate an image with the face from --image, described by --prompt, through the MoArk / "
@@ -46,12 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default=DEFAULT_SIZE, choices=SIZES, metavar="WxH",
                         help=f"output size: {', '.join(SIZES)} (default %(default)s)")
     parser.add_argument("--guidance-scale", type=float, default=defaults["guidance_scale"],
-                        help=f"prompt adherence, {ranges['guidance_scale']} (default %(default)s)")
+                        help=f"prompt adherence, {ranges['guidance_scale']}, sent rounded to 0.1 as the API's "
+                             f"schema steps (default %(default)s)")
     parser.add_argument("--steps", "--num-inference-steps", dest="num_inference_steps", type=int,
                         default=defaults["num_inference_steps"],
                         help=f"denoising steps, {ranges['num_inference_steps']} (default %(default)s)")
     parser.add_argument("--id-weight", type=float, default=defaults["id_weight"],
-                        help=f"face strength, {ranges['id_weight']} (default %(default)s)")
+                        help=f"face strength, {ranges['id_weight']} (default %(default)s); fractions are sent "
+                             f"as given, but {ID_WEIGHT_FRACTIONS_NOTE}")
     parser.add_argument("--id-timestep-start", type=int, default=defaults["id_timestep_start"],
                         help=f"step at which the face starts, {ranges['id_timestep_start']}; below --steps "
                              f"(default %(default)s)")

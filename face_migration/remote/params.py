@@ -3,6 +3,7 @@ become. Ranges are the platform's own schema for `v1/images/face-migration` (see
 node, the command and the client all validate with this one table."""
 from __future__ import annotations
 
+import decimal
 import ipaddress
 import math
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ RANGES = {
     "id_weight": (0.0, 3.0, 1.0, False),
     "id_timestep_start": (0, 8, 0, True),
 }
+# Decimals sent: the schema's step for guidance_scale is 0.1. id_weight's slider steps by 1 but its type
+# is number, so its fractions are sent as given (up to 6 decimals), their effect there unverified.
+SENT_DECIMALS = {"guidance_scale": 1}
+ID_WEIGHT_FRACTIONS_NOTE = ("the hosted service's handling of fractions is unverified (its own slider steps "
+                            "by 1; the field is a number)")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class FaceMigrationParams:
         """The multipart form fields besides the image, in the documented example's order."""
         fields = [("model", self.model.strip()), ("size", self.size)]
         for name in RANGES:
-            fields.append((name, format_number(getattr(self, name))))
+            fields.append((name, format_number(getattr(self, name), SENT_DECIMALS.get(name, 6))))
         if self.seed is not None:
             fields.append(("seed", str(self.seed)))
         fields.append(("prompt", self.prompt.strip()))
@@ -88,10 +94,12 @@ class FaceMigrationParams:
         return int(width), int(height)
 
 
-def format_number(value: float) -> str:
-    """4.0 -> '4' (as the documented example sends), 4.5 -> '4.5'; never '4.500000001' from a float widget."""
-    value = round(float(value), 6)
-    return str(int(value)) if value == int(value) else repr(value)
+def format_number(value: float, decimals: int = 6) -> str:
+    """4.0 -> '4' (as the documented example sends), 4.5 -> '4.5'; never '4.500000001' from a float widget.
+    Halves round up as written (7.25 -> '7.3' with one decimal), not to the float's binary neighbour."""
+    rounded = decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1).scaleb(-decimals),
+                                                           rounding=decimal.ROUND_HALF_UP)
+    return format(rounded.normalize(), "f")
 
 
 def api_url(base_url: str) -> str:

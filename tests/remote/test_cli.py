@@ -101,6 +101,11 @@ def test_a_slow_server_is_asked_once_unless_timeouts_are_to_be_retried(fake, pho
     assert "--retry-timeouts" in run_cli("generate", "--help").stdout
 
 
+def test_help_says_fractional_id_weights_are_unverified():
+    text = " ".join(run_cli("generate", "--help").stdout.split())
+    assert "--id-weight" in text and "the hosted service's handling of fractions is unverified" in text
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "9"], "num_inference_steps: 9 is outside 1..8"),
     (["--prompt", " "], "prompt: empty"),

@@ -23,6 +23,17 @@ def test_numbers_are_sent_short(value, text):
     assert format_number(value) == text
 
 
+@pytest.mark.parametrize("guidance, sent", [(7.33, "7.3"), (7.25, "7.3"), (7.349, "7.3"), (9.96, "10"), (3.5, "3.5"),
+                                             (4.0, "4"), (1.04, "1")])
+def test_guidance_goes_out_on_the_schemas_0_1_steps(guidance, sent):
+    assert dict(FaceMigrationParams(prompt="p", guidance_scale=guidance).form_fields())["guidance_scale"] == sent
+
+
+def test_id_weight_keeps_its_fractions():
+    # The platform's slider steps by 1 but the field is a number; fractions are sent as given.
+    assert dict(FaceMigrationParams(prompt="p", id_weight=0.85).form_fields())["id_weight"] == "0.85"
+
+
 def test_seed_is_sent_only_when_set():
     assert ("seed", "0") in FaceMigrationParams(prompt="p", seed=0).form_fields()
     assert "seed" not in dict(FaceMigrationParams(prompt="p").form_fields())
