@@ -13,7 +13,7 @@ from comfy_api.v0_0_2 import ComfyExtension
 
 from .common import LOG_PREFIX, register_model_folders
 
-NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes")
+NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes", "server_route")
 # Top-level module -> the requirements.txt package that provides it.
 REQUIREMENT_MODULES = {"numpy": "numpy", "safetensors": "safetensors", "requests": "requests", "PIL": "pillow",
                        "onnxruntime": "onnxruntime-gpu or onnxruntime"}
@@ -45,4 +45,5 @@ class FaceMigrationExtension(ComfyExtension):
                                     LOG_PREFIX, name, package, exc)
                 continue
             nodes.extend(module.NODES)
+            getattr(module, "register_routes", lambda: None)()  # server_route: the self-hosted API
         return nodes
