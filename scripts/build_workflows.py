@@ -78,12 +78,13 @@ class Node:
                 raise ValueError(f"{kind}.{spec.name} has no default; give it a value")
         if widgets:
             raise ValueError(f"{kind} has no widgets {sorted(widgets)}")
-        # The frontend's minimum height (LGraphNode.computeSize): 20 px per socket row, 24 per widget, a
-        # multiline text box of about 100; the browser test checks the saved size is at least that.
-        n_widgets = sum(1 for s in widget_slots(self.schema) if s.role == "value")
+        # The frontend's minimum height (LGraphNode.computeSize): 20 px per socket row, 24 per widget (a
+        # control_after_generate included), a multiline text box of about 100; a smaller saved size is grown
+        # on load, over the node below. The browser test checks the saved size is at least that.
+        n_widgets = sum(1 for s in widget_slots(self.schema) if s.role != "upload")
         multiline = sum(1 for s in input_specs(self.schema) if s.is_widget and s.config.get("multiline"))
         rows = max(len(self.inputs), len(self.outputs), 1)
-        self.size = list(size or (360, 12 + 20 * rows + 24 * n_widgets + 100 * multiline))
+        self.size = list(size or (360, 14 + 20 * rows + 24 * n_widgets + 100 * multiline))
 
     def out(self, name_or_index) -> tuple[Node, int]:
         if isinstance(name_or_index, int):
@@ -294,15 +295,20 @@ def flux_loaders(column: Column, unet: str) -> tuple[Node, Node, Node]:
     return model, clip, vae
 
 
-def face_loaders(column: Column) -> dict:
-    """The PuLID model and the face pipeline's loaders (fast alignment: no optional file)."""
+def face_pipeline_loaders(column: Column) -> dict:
+    """The face pipeline's loaders (fast alignment: no optional file)."""
     return {
-        "pulid": column.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename),
         "analysis": column.add("FaceMigration_FaceAnalysisLoader", provider="auto"),
         "eva": column.add("FaceMigration_EvaClipLoader", eva_file=BY_KEY["eva02_clip_l_336"].filename),
         "parsing": column.add("FaceMigration_FaceParsingLoader", parsing_file=BY_KEY["bisenet"].filename,
                               landmark_file=FAST_ALIGNMENT),
     }
+
+
+def face_loaders(column: Column) -> dict:
+    """The PuLID model and the face pipeline's loaders."""
+    pulid = column.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
+    return {"pulid": pulid, **face_pipeline_loaders(column)}
 
 
 def encode_face(g: Graph, column: Column, models: dict, photo: Node, title=None) -> Node:
@@ -491,9 +497,10 @@ def one_face_graph(g: Graph, unet_file: str, guidance: float | None, size: tuple
     return g.to_json()
 
 
-APPLY_HELP = """**Apply PuLID-FLUX**: **weight** 1 is the official default; raise it (1.2-1.5) for a closer
-likeness, lower it for more prompt freedom. **start_step** 0 gives the highest fidelity; 1-4 leaves the
-first steps to the prompt (more editable; the official advice is 4 for photos)."""
+# One line each: they are put into indented Notes, which are dedented afterwards.
+APPLY_HELP = ("**Apply PuLID-FLUX**: weight 1 is the official default; raise it (1.2-1.5) for a closer likeness, "
+              "lower it for more prompt freedom. start_step 0 gives the highest fidelity; 1-4 leaves the first "
+              "steps to the prompt (more editable; the official advice is 4 for photos).")
 
 
 @workflow("flux1_dev_pulid", "FLUX.1-dev + PuLID: one face",
@@ -514,8 +521,8 @@ def build_dev(g: Graph) -> dict:
                           [("How to use", how, 420)], weight=1.0, start_step=0)
 
 
-SCHNELL_GUIDANCE = """FLUX.1-schnell has no guidance input: the hosted API's guidance_scale (4) has no effect on
-schnell, and ComfyUI would ignore a FluxGuidance node, so this graph has none."""
+SCHNELL_GUIDANCE = ("FLUX.1-schnell has no guidance input: the hosted API's guidance_scale (4) has no effect on "
+                    "schnell, and ComfyUI would ignore a FluxGuidance node, so this graph has none.")
 
 
 @workflow("flux1_schnell_pulid_4steps", "FLUX.1-schnell + PuLID: 4 steps",
@@ -590,7 +597,7 @@ def build_two_people(g: Graph) -> dict:
 API_KEY_NOTE = f"""
     ## API key
     **Face Migration (MoArk API)** calls the hosted MoArk / Gitee AI face-migration API (FLUX.1-schnell
-    + PuLID on their servers): no local model file is needed for it. Create a key at moark.ai (or
+    and PuLID on their servers): no local model file is needed for it. Create a key at moark.ai (or
     ai.gitee.com), then either set the environment variable **MOARK_API_KEY** (or GITEE_AI_API_KEY) before
     starting ComfyUI, or save the key alone in `{KEY_FILE}`. The key is never a widget, so it never
     ends up in a workflow or in an image's metadata. Each run is a paid request; a new seed makes a new one."""
@@ -690,14 +697,19 @@ def build_identity(g: Graph) -> dict:
         Share the .safetensors file to share the identity without the photo. `python -m face_migration
         identity info FILE` shows what a file holds."""
     x = notes_column(g, "flux1-dev.safetensors", [("How to use", how, 520)])
-    x, (unet, clip, vae), models = model_group(g, x, "flux1-dev.safetensors")
-    encode_part = Column(g, x, 400)
+    loaders = Column(g, x, LOADER_WIDTH)
+    unet, clip, vae = flux_loaders(loaders, "flux1-dev.safetensors")
+    pulid = loaders.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
+    x = g.group("Models", loaders.nodes)
+    # The face loaders sit with Encode Face, so muting that group leaves no face model in the prompt.
+    face_models, encode_part = columns(g, x, LOADER_WIDTH, 400)
+    models = {"pulid": pulid, **face_pipeline_loaders(face_models)}
     photo = encode_part.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
     encoded = encode_face(g, encode_part, models, photo)
     save = encode_part.add("FaceMigration_SaveIdentity", name=IDENTITY_NAME)
     g.link(encoded.out(0), save, "pulid_id")
     g.link(encoded.out("preview"), save, "preview")
-    x = g.group("Face: encode once and save", encode_part.nodes)
+    x = g.group("Face: encode once and save", nodes_of(face_models, encode_part))
     load_part = Column(g, x, 400)
     loaded = load_part.add("FaceMigration_LoadIdentity", min_height=260,
                            identity_file=f"{IDENTITY_NAME}.safetensors")

@@ -9,7 +9,8 @@ from PIL import Image
 
 from face_migration.catalog import BY_KEY, MODEL_FILES
 from tests.workflow_validation import (CONTROL_VALUES, PACK_SCHEMAS, assert_valid, catalogue_names, input_specs,
-                                 load_schemas, note_text, output_node_ids, to_api, validate, widget_slots)
+                                       load_schemas, nodes_in_group, note_text, output_node_ids, to_api, validate,
+                                       widget_slots)
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {"flux1_dev_pulid", "flux1_schnell_pulid_4steps", "remote_api_face_migration",
@@ -506,13 +507,15 @@ def test_identity_workflow_round_trip(schemas):
     kinds = {n["class_type"] for n in prompt.values()}
     assert "FaceMigration_SaveIdentity" in kinds and "FaceMigration_LoadIdentity" not in kinds
     flipped = json.loads(json.dumps(workflow))
-    step_one = {"LoadImage", "FaceMigration_EncodeFace", "FaceMigration_SaveIdentity", "PreviewAny"}
+    step_one = nodes_in_group(flipped, "Face: encode once and save")
     for node in flipped["nodes"]:
-        node["mode"] = 2 if node["type"] in step_one else 0
+        node["mode"] = 2 if node["id"] in step_one else 0
     assert_valid(flipped, schemas, "identity_round_trip, step 2")
     second = to_api(flipped, schemas)
     used = {n["class_type"] for n in second.values()}
     assert {"FaceMigration_LoadIdentity", "KSampler", "SaveImage"} <= used
+    assert not used & {"LoadImage", "FaceMigration_EncodeFace", "FaceMigration_FaceAnalysisLoader",
+                       "FaceMigration_EvaClipLoader", "FaceMigration_FaceParsingLoader"}, "a face model in step 2"
     saved = next(n for n in prompt.values() if n["class_type"] == "FaceMigration_SaveIdentity")["inputs"]["name"]
     loaded = next(n for n in second.values() if n["class_type"] == "FaceMigration_LoadIdentity")
     assert loaded["inputs"]["identity_file"] == saved + ".safetensors"

@@ -152,6 +152,12 @@ def frontend_can_download(name: str, url: str) -> bool:
     return name.endswith(DOWNLOAD_SUFFIXES) and url.startswith(DOWNLOAD_SOURCES)
 
 
+def nodes_in_group(workflow: dict, title: str) -> set[int]:
+    """Ids of the nodes whose position lies in the group of that title (as the frontend assigns them)."""
+    x, y, w, h = next(g["bounding"] for g in workflow["groups"] if g["title"] == title)
+    return {n["id"] for n in workflow["nodes"] if x <= n["pos"][0] <= x + w and y <= n["pos"][1] <= y + h}
+
+
 def note_text(workflow: dict) -> str:
     return "\n".join(str(v) for n in workflow.get("nodes", []) if n.get("type") in NOTE_TYPES
                      for v in n.get("widgets_values") or [])

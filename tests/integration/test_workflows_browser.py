@@ -126,7 +126,7 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     saved_view = workflow["extra"]["ds"]
     assert state["scale"] == pytest.approx(saved_view["scale"]) and state["scale"] >= MIN_SCALE
     assert state["offset"] == pytest.approx(saved_view["offset"]), "the saved view was not restored"
-    assert_drawn_without_overlap(state["nodes"])
+    assert_drawn_without_overlap(state["nodes"], {n["id"]: n["size"] for n in workflow["nodes"]})
     expected = to_api(workflow, load_schemas())
     assert set(queued) == set(expected), "the frontend would queue other nodes than to_api"
     for node_id, node in expected.items():
@@ -139,13 +139,15 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     assert not page.console_errors, page.console_errors
 
 
-def assert_drawn_without_overlap(nodes: list[dict]) -> None:
-    """As the frontend lays them out: each node at least the size it computes for its widgets and labels
-    (so nothing is cut or grows over a neighbour), and no two rectangles, title bars included, overlap."""
+def assert_drawn_without_overlap(nodes: list[dict], saved: dict) -> None:
+    """As the frontend lays them out: each node saved at least the size the frontend computes for its
+    widgets and labels (a smaller one is grown on load, over its neighbour), and no two rectangles, title
+    bars included, overlap."""
     rects = {}
     for node in nodes:
-        assert node["size"][0] + 1 >= node["needed"][0] and node["size"][1] + 1 >= node["needed"][1], \
-            f"{node['title']} is {node['size']}, the frontend needs {node['needed']}"
+        size = saved[node["id"]]
+        assert size[0] + 1 >= node["needed"][0] and size[1] + 1 >= node["needed"][1], \
+            f"{node['title']} is saved as {size}, the frontend needs {node['needed']}"
         x, y = node["pos"]
         rects[f"{node['title']} (#{node['id']})"] = (x, y - node["title_height"], x + node["size"][0], y + node["size"][1])
     names = list(rects)

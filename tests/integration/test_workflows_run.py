@@ -20,7 +20,8 @@ from PIL import Image
 
 from tests.remote.fake_moark import FakeMoArk, Reply
 from tests.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
-from tests.workflow_validation import PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, to_api
+from tests.workflow_validation import (PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, nodes_in_group,
+                                       to_api)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_VAE = "tiny_flux_ae.safetensors"
@@ -176,11 +177,11 @@ def test_identity_workflow_saves_then_applies_from_the_file(comfy, schemas, tiny
     comfy.run(first)
     name = next(n for n in first.values() if n["class_type"] == "FaceMigration_SaveIdentity")["inputs"]["name"]
     assert (comfy.base / "models" / "pulid_identities" / f"{name}.safetensors").is_file()
-    step_one = {"LoadImage", "FaceMigration_EncodeFace", "FaceMigration_SaveIdentity", "PreviewAny"}
+    step_one = nodes_in_group(workflow, "Face: encode once and save")
     for node in workflow["nodes"]:
-        node["mode"] = 2 if node["type"] in step_one else 0
+        node["mode"] = 2 if node["id"] in step_one else 0
     second = substitute(to_api(workflow, schemas), schemas, tiny_files)
-    assert not {n["class_type"] for n in second.values()} & (step_one | {"FaceMigration_EvaClipLoader"})
+    assert not {n["class_type"] for n in second.values()} & {"FaceMigration_EncodeFace", "FaceMigration_EvaClipLoader"}
     entry = comfy.run(second)
     (path,) = saved_images(comfy, second, entry)
     with Image.open(path) as image:
