@@ -110,10 +110,11 @@ def test_shipped_templates_use_the_standard_files_and_every_request_value(model,
             inputs["VAELoader"]["vae_name"]) == ("clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors")
     assert inputs["FaceMigration_PulidModelLoader"]["pulid_file"] == BY_KEY["pulid_flux"].filename
     assert inputs["FaceMigration_EvaClipLoader"]["eva_file"] == BY_KEY["eva02_clip_l_336"].filename
-    # The loaders are set as in the shipped workflow of the same model.
+    # The loaders and Encode Face are set as in the shipped workflow of the same model.
     widgets = shipped_widgets(workflow)
     for kind, names in (("FaceMigration_FaceParsingLoader", ("parsing_file", "landmark_file")),
-                        ("FaceMigration_FaceAnalysisLoader", ("provider",)), ("UNETLoader", ("unet_name",))):
+                        ("FaceMigration_FaceAnalysisLoader", ("provider",)), ("UNETLoader", ("unet_name",)),
+                        ("FaceMigration_EncodeFace", ("face_order", "face_index", "combine", "skip_faceless"))):
         assert [inputs[kind][n] for n in names] == widgets[kind][:len(names)]
     text = json.dumps(prompt)
     assert all("{{%s}}" % name in text for name in PLACEHOLDERS)
