@@ -163,7 +163,9 @@ def early_problems(prompt=None, num_inference_steps=None, id_timestep_start=None
 
 
 def _is_local(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    """A literal loopback or private address, or exactly 'localhost' (this machine by convention).
+    Other names, '*.localhost' included, may be looked up in DNS, which could point them anywhere."""
+    if host == "localhost":
         return True
     try:
         address = ipaddress.ip_address(host)

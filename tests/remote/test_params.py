@@ -87,6 +87,9 @@ def test_all_problems_are_reported_at_once():
     ("https://example.com" + API_PATH, "https://example.com" + API_PATH),
     (" http://127.0.0.1:8199 ", "http://127.0.0.1:8199" + API_PATH),
     ("http://localhost:8000", "http://localhost:8000" + API_PATH),
+    ("http://LocalHost:8000", "http://LocalHost:8000" + API_PATH),
+    ("http://[::1]:8000", "http://[::1]:8000" + API_PATH),
+    ("http://10.0.0.7", "http://10.0.0.7" + API_PATH),
     ("http://192.168.1.20:8000", "http://192.168.1.20:8000" + API_PATH),
 ])
 def test_endpoint_urls(base, url):
@@ -96,6 +99,9 @@ def test_endpoint_urls(base, url):
 @pytest.mark.parametrize("base, problem", [
     ("", "is not a URL"), ("moark.ai", "is not a URL"), ("ftp://moark.ai", "is not a URL"),
     ("http://moark.ai", "plain http"), ("http://8.8.8.8", "plain http"),
+    # *.localhost names go to the resolver like any other name; only the exact name localhost is trusted
+    ("http://api.localhost:8000", "plain http"), ("http://localhost.:8000", "plain http"),
+    ("http://localhost.example.com", "plain http"),
     ("https://moark.ai/?key=1", "query or fragment"),
     ("https://user:hunter2@moark.ai", "user name or password"),
 ])
