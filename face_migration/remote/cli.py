@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from .client import FaceMigrationClient, RetryPolicy
@@ -223,9 +224,12 @@ def _umask() -> int:
 
 
 def _read_image(path: Path):
+    """The photo as an HxWx3 array, or HxWx4 when it has transparency (the client lays that onto white)."""
     try:
         with Image.open(path) as pil:
-            return ImageOps.exif_transpose(pil).convert("RGB")  # phone photos store their rotation in EXIF
+            pil = ImageOps.exif_transpose(pil)  # phone photos store their rotation in EXIF
+            transparent = pil.mode in ("RGBA", "LA", "PA") or "transparency" in pil.info
+            return np.asarray(pil.convert("RGBA" if transparent else "RGB"))
     except FileNotFoundError:
         raise InvalidParameterError(f"--image {path}: no such file") from None
     except Exception as exc:  # Pillow raises many types for unreadable files

@@ -18,7 +18,7 @@ DEFAULT_MAX_UPLOAD_SIDE = 1024
 
 
 def to_uint8_rgb(image, what: str = "image") -> np.ndarray:
-    """HxWx3 uint8 from uint8 or float (0..1) arrays with 1, 3 or 4 channels (alpha dropped)."""
+    """HxWx3 uint8 from uint8 or float (0..1) arrays with 1, 3 or 4 channels (alpha composited onto white)."""
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -27,10 +27,23 @@ def to_uint8_rgb(image, what: str = "image") -> np.ndarray:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating):
             raise InvalidParameterError(f"{what}: expected uint8 or float pixels, got {array.dtype}")
-        array = (np.clip(np.nan_to_num(array, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        array = np.clip(np.nan_to_num(array, nan=0.0), 0.0, 1.0)
+    if array.shape[2] == 4:
+        array = _onto_white(array)
+    if array.dtype != np.uint8:
+        array = (array * 255.0 + 0.5).astype(np.uint8)
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array[:, :, :3])
+    return np.ascontiguousarray(array)
+
+
+def _onto_white(rgba: np.ndarray) -> np.ndarray:
+    """RGB in 0..1 of an RGBA image laid over white. Transparent pixels often keep black or leftover
+    colour, which dropping the alpha would upload; white is the usual backdrop of cut-out portraits and
+    ID photos, and unlike black it does not merge with dark hair at the edge of the face."""
+    unit = rgba.astype(np.float32) / (255.0 if rgba.dtype == np.uint8 else 1.0)
+    alpha = unit[:, :, 3:]
+    return unit[:, :, :3] * alpha + (1.0 - alpha)
 
 
 def encode_upload(image, max_side: int = DEFAULT_MAX_UPLOAD_SIDE) -> tuple[bytes, tuple[int, int]]:

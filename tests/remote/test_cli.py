@@ -57,6 +57,18 @@ def test_generate_writes_the_image_and_sends_every_parameter(fake, photo, tmp_pa
         assert Image.open(io.BytesIO(request.files["image"][2])).size == original.size
 
 
+def test_a_transparent_photo_is_uploaded_on_white(fake, tmp_path):
+    photo = tmp_path / "cutout.png"
+    pixels = np.zeros((10, 12, 4), np.uint8)  # black, fully transparent...
+    pixels[2:8, 3:9] = [30, 60, 90, 255]  # ...around an opaque face
+    Image.fromarray(pixels, "RGBA").save(photo)
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / "o.png",
+                     "--endpoint", fake.base_url)
+    assert result.returncode == 0, result.stderr
+    sent = np.asarray(Image.open(io.BytesIO(fake.requests[0].files["image"][2])).convert("RGB"))
+    assert sent[0, 0].tolist() == [255, 255, 255] and sent[4, 5].tolist() == [30, 60, 90]
+
+
 def test_key_file_and_several_result_images(fake, photo, tmp_path):
     key_file = tmp_path / "token.txt"
     key_file.write_text("FROMFILE\n")

@@ -9,14 +9,19 @@ from face_migration.remote import BadResponseError, InvalidParameterError, to_ui
 from face_migration.remote.images import decode_image, encode_upload
 
 
-def test_float_gray_and_rgba_inputs_become_uint8_rgb():
+def test_float_and_gray_inputs_become_uint8_rgb():
     assert to_uint8_rgb(np.array([[[0.0, 0.5, 1.0]]], np.float32)).tolist() == [[[0, 128, 255]]]
     assert to_uint8_rgb(np.array([[[2.0, -1.0, np.nan]]])).tolist() == [[[255, 0, 0]]]
     assert to_uint8_rgb(np.full((2, 2), 7, np.uint8)).shape == (2, 2, 3)
-    rgba = np.zeros((3, 4, 4), np.uint8)
-    rgba[..., 0] = 9
-    out = to_uint8_rgb(rgba)
-    assert out.shape == (3, 4, 3) and out[0, 0].tolist() == [9, 0, 0]
+
+
+def test_alpha_is_composited_onto_white():
+    rgba = np.zeros((1, 3, 4), np.uint8)
+    rgba[..., 0] = 200  # red under every alpha
+    rgba[0, :, 3] = [0, 128, 255]
+    assert to_uint8_rgb(rgba).tolist() == [[[255, 255, 255], [227, 127, 127], [200, 0, 0]]]
+    float_rgba = np.array([[[0.0, 0.0, 0.0, 0.5]]], np.float32)
+    assert to_uint8_rgb(float_rgba).tolist() == [[[128, 128, 128]]]
 
 
 @pytest.mark.parametrize("array", [np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8),
