@@ -88,5 +88,23 @@ class FaceMigrationTest_LatentDigest:
         return {"ui": {"latent_digest": [info]}}
 
 
+class FaceMigrationTest_LatentToImage:
+    """A stand-in VAE decode: the latent's first 3 channels through a sigmoid, each latent pixel repeated
+    8 x 8 (the size a FLUX VAE would give) without the cost of a VAE."""
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    def decode(self, samples):
+        x = samples["samples"][:, :3].detach().to("cpu", torch.float32)
+        image = torch.sigmoid(x).repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+        return (image.permute(0, 2, 3, 1).contiguous(),)
+
+
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
-    FaceMigrationTest_RandomConditioning, FaceMigrationTest_RandomPulidId, FaceMigrationTest_LatentDigest)}
+    FaceMigrationTest_RandomConditioning, FaceMigrationTest_RandomPulidId, FaceMigrationTest_LatentDigest,
+    FaceMigrationTest_LatentToImage)}
