@@ -1,5 +1,6 @@
 """Face Migration (MoArk API) in a real ComfyUI against the local fake API: schema, a batch run, cache,
-validation before queueing, cancel, and an API error without the key."""
+validation before queueing, cancel (which hangs up on the server), a slow server asked only once, and an
+API error without the key."""
 import json
 import os
 import time
@@ -33,7 +34,7 @@ def graph(fake, batch=1, seed=5, prompt="portrait, oil painting"):
     return {
         "face": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": batch, "color": 0}},
         "migrate": {"class_type": NODE, "inputs": {
-            "image": ["face", 0], "prompt": prompt, "size": "512x512", "guidance_scale": 3.5,
+            "image": ["face", 0], "prompt": prompt, "size": "512x512", "guidance_scale": 7.33,
             "num_inference_steps": 4, "id_weight": 1.0, "id_timestep_start": 0, "seed": seed,
             "model": "flux-1-schnell", "endpoint": "custom", "custom_base_url": fake.base_url, "timeout": 30.0}},
         "preview": {"class_type": "PreviewImage", "inputs": {"images": ["migrate", 0]}},
@@ -49,6 +50,9 @@ def test_schema_in_object_info(comfy):
     assert required["seed"][1]["default"] == -1 and required["seed"][1]["control_after_generate"] is True
     assert required["endpoint"][1]["options"] == ["https://moark.ai", "https://ai.gitee.com", "custom"]
     assert (required["guidance_scale"][1]["min"], required["guidance_scale"][1]["max"]) == (1.0, 10.0)
+    assert "handling of fractions is unverified" in required["id_weight"][1]["tooltip"]
+    assert info["input"]["optional"]["retry_timeouts"][0] == "BOOLEAN"
+    assert info["input"]["optional"]["retry_timeouts"][1]["default"] is False
     assert FILE_KEY not in json.dumps(info)
 
 
@@ -62,7 +66,7 @@ def test_a_batch_makes_one_request_per_image_and_is_cached(comfy, fake):
     assert len(requests) == 2
     assert all(r.headers["authorization"] == f"Bearer {expected_key()}" for r in requests)
     assert [dict(r.fields)["seed"] for r in requests] == ["11", "12"]
-    assert dict(requests[0].fields)["guidance_scale"] == "3.5"
+    assert dict(requests[0].fields)["guidance_scale"] == "7.3"  # 7.33 rounded to the schema's 0.1 step
 
     comfy.run(graph(fake, batch=2, seed=11))  # identical inputs: ComfyUI's cache, no new request
     assert len(fake.api_requests()) == 2
@@ -85,6 +89,15 @@ def test_an_api_error_reaches_the_ui_without_the_key(comfy, fake):
     assert expected_key() not in json.dumps(error) and expected_key() not in comfy.log_text()
 
 
+def test_a_slow_server_is_asked_once_and_the_error_says_it_may_be_billed(comfy, fake):
+    fake.queue(*[Reply(200, b"{}", {}, delay=30.0)] * 4)
+    prompt = graph(fake, seed=4321)
+    prompt["migrate"]["inputs"]["timeout"] = 10.0  # the widget's minimum
+    error = comfy.run_error(prompt)
+    assert "No answer from" in error["exception_message"] and "may have been billed" in error["exception_message"]
+    assert len(fake.api_requests()) == 1
+
+
 def test_cancel_stops_the_wait_within_a_second(comfy, fake):
     fake.queue(Reply(200, b"{}", {}, delay=20.0))
     prompt_id = comfy.submit(graph(fake, seed=1234))
@@ -103,3 +116,7 @@ def test_cancel_stops_the_wait_within_a_second(comfy, fake):
         time.sleep(0.05)
     assert time.monotonic() - interrupted < 1.5
     assert comfy.messages(entry, "execution_interrupted"), entry["status"]
+    (request,) = fake.api_requests()  # the node hung up rather than waiting for the answer
+    while request.client_closed_at is None and time.monotonic() - interrupted < 2.0:
+        time.sleep(0.05)
+    assert request.client_closed_at is not None and request.client_closed_at - interrupted < 2.0
