@@ -176,5 +176,11 @@ def share_line(label: str, shares: Sequence[float], machine: Machine) -> str:
             f"{machine.line()}")
 
 
+def round_line(r: int, rounds: int, seconds: dict[str, float]) -> str:
+    """Progress line for paired_rounds' on_round (r < 0: a warm-up round)."""
+    head = "warm-up" if r < 0 else f"round {r + 1}/{rounds}"
+    return f"{head}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+
+
 def print_verdict(label: str, verdict: Verdict) -> None:
     print(f"  verdict, {label}: {verdict}")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("bench_method", Path(__file__).resolve().parents[1] / "benchmarks" / "method.py")
+METHOD = Path(__file__).resolve().parents[1] / "benchmarks" / "method.py"
+_spec = importlib.util.spec_from_file_location("bench_method", METHOD)
 method = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = method  # dataclasses look their module up
 _spec.loader.exec_module(method)
