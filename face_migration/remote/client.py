@@ -254,13 +254,12 @@ class FaceMigrationClient:
         except BaseException:  # cancelled (also by an exception from should_cancel) or interrupted
             exchange.close()
             raise
-        if timed_out:
-            exchange.close()
-        elif "response" in box:
+        if not timed_out and "response" in box:
             return box["response"]
         started_work = download is None and exchange.may_have_reached_server
         call.maybe_billed |= started_work
         if timed_out:
+            exchange.close()
             return self._timeout_error(per_try, request["url"], started_work)
         return self._transport_error(box.get("error"), per_try, request["url"], started_work)
 
