@@ -40,11 +40,20 @@ def folder_hint(name: str) -> str:
 
 
 def model_choices(folder: str, model: ModelFile, extensions: tuple[str, ...]) -> list[str]:
-    """Files of a model folder with one of the extensions; the catalogue's file is listed even when absent,
-    so choosing it reaches our loader and its download instructions instead of a bare 'not in list'."""
+    """Files of a model folder with one of the extensions, the catalogue's first. Only files on disk are
+    listed, so a frontend flags a workflow's absent file before it is queued; the loader's validate_inputs
+    (check_file_choice) then explains it with the download instructions instead of a bare 'not in list'."""
     files = [f for f in folder_paths.get_filename_list(folder) if f.lower().endswith(extensions)]
-    preferred = [n for n in (model.filename, *model.alternatives) if n in files] or [model.filename]
+    preferred = [n for n in (model.filename, *model.alternatives) if n in files]
     return preferred + [f for f in files if f not in preferred]
+
+
+def check_file_choice(folder: str, filename: str, model: ModelFile) -> bool | str:
+    """A loader's validate_inputs answer: True when the file is there, else where to download it."""
+    if folder_paths.get_full_path(folder, filename) is not None:
+        return True
+    return (f"'{filename}' is not in {folder_hint(folder)}. {model.download_hint()} Licence: {model.licence}. "
+            f"Then press R in the browser to refresh the file lists.")
 
 
 def resolve_model_file(folder: str, filename: str, model: ModelFile) -> str:

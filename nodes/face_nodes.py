@@ -20,8 +20,8 @@ from ..face_migration.face.pipeline import COMBINE_MODES, FaceModels, encode_ide
 from ..face_migration.face.recognition import load_arcface
 from ..face_migration.face.retinaface import load_retinaface
 from ..face_migration.face.selection import FACE_ORDERS
-from .common import (CATEGORY, PulidId, PulidModel, find_catalog_file, folder_hint, load_cached, managed,
-                     model_choices, resolve_model_file)
+from .common import (CATEGORY, PulidId, PulidModel, check_file_choice, find_catalog_file, folder_hint, load_cached,
+                     managed, model_choices, resolve_model_file)
 
 FaceAnalysis = io.Custom("FACE_MIGRATION_FACE_ANALYSIS")
 EvaClip = io.Custom("FACE_MIGRATION_EVA_CLIP")
@@ -91,6 +91,10 @@ class EvaClipLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, eva_file):
+        return check_file_choice("clip", eva_file, BY_KEY["eva02_clip_l_336"])
+
+    @classmethod
     def execute(cls, eva_file):
         path = resolve_model_file("clip", eva_file, BY_KEY["eva02_clip_l_336"])
         return io.NodeOutput(load_cached("eva_clip", (path,), (), lambda: TorchModels(
@@ -119,6 +123,13 @@ class FaceParsingLoader(io.ComfyNode):
             outputs=[FaceParsing.Output(display_name="face_parsing",
                                         tooltip="Face parsing (and alignment) networks for Encode Face.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, parsing_file, landmark_file):
+        parsing = check_file_choice("facexlib", parsing_file, BY_KEY["bisenet"])
+        if parsing is not True or landmark_file == FAST_ALIGNMENT:
+            return parsing
+        return check_file_choice("facexlib", landmark_file, BY_KEY["retinaface_resnet50"])
 
     @classmethod
     def execute(cls, parsing_file, landmark_file):

@@ -15,8 +15,8 @@ from ..face_migration.injection import (Injection, PulidBlockPatch, PulidCallWra
                                         StepRange, UncondMode, block_patches)
 from ..face_migration.pulid.model import FP8_CAST_TO, widen_fp8
 from ..face_migration.pulid.weights import load_pulid_flux
-from .common import (CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint, load_cached, managed, model_choices,
-                     resolve_model_file)
+from .common import (CATEGORY, LOG_PREFIX, PulidId, PulidModel, check_file_choice, folder_hint, load_cached, managed,
+                     model_choices, resolve_model_file)
 
 WRAPPER_KEY = "face_migration_pulid"
 MAX_STEP = 10000
@@ -63,6 +63,10 @@ class PulidModelLoader(io.ComfyNode):
                                        tooltip="The PuLID IDFormer and cross-attention modules, for Encode Face "
                                                "and Apply PuLID.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, pulid_file):
+        return check_file_choice("pulid", pulid_file, BY_KEY["pulid_flux"])
 
     @classmethod
     def execute(cls, pulid_file):

@@ -37,6 +37,11 @@ CORE_MODEL_COMBOS = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
 }
+# The pack's loader inputs naming a catalogue file (their lists hold only the files on disk, so a snapshot
+# made with empty folders lists none, or only the 'none' choice).
+PACK_MODEL_COMBOS = {("FaceMigration_PulidModelLoader", "pulid_file"), ("FaceMigration_EvaClipLoader", "eva_file"),
+                     ("FaceMigration_FaceParsingLoader", "parsing_file"),
+                     ("FaceMigration_FaceParsingLoader", "landmark_file")}
 LEGACY_FOLDERS = {"clip": "text_encoders", "unet": "diffusion_models"}
 # What the bundled frontend (1.27.10, its Missing Models dialog) downloads. A `models` entry outside these
 # shows as a red error row whenever the file is absent, so such files are named in the Notes only.
@@ -263,16 +268,10 @@ def _check_widgets(node: dict, schema: dict, workflow: dict, problems: Problems)
 
 
 def model_file_folder(node_type: str, spec: InputSpec) -> str | None:
-    """The folder a model-file combo lists ('' = a pack combo, folder from the catalogue); None if not one.
-    A pack combo is a file list when the snapshot (made with empty model folders) lists nothing or a
-    catalogue file name (the pack's loaders always offer the catalogue's file)."""
+    """The folder a model-file combo lists ('' = a pack combo, folder from the catalogue); None if not one."""
     if (node_type, spec.name) in CORE_MODEL_COMBOS:
         return CORE_MODEL_COMBOS[(node_type, spec.name)]
-    if spec.type != "COMBO" or spec.upload_kind or (node_type, spec.name) in USER_FILE_COMBOS:
-        return None
-    if not spec.options or set(spec.options) & set(catalogue_names()):
-        return ""
-    return None
+    return "" if (node_type, spec.name) in PACK_MODEL_COMBOS else None
 
 
 def _widget_problem(node_type: str, slot: WidgetSlot, value, workflow: dict) -> str | None:

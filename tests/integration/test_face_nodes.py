@@ -177,11 +177,9 @@ def test_wrong_or_missing_files_give_clear_errors(comfy, tiny_face, wrong_files)
     assert "BiSeNet" in error["exception_message"] and "detection_Resnet50_Final.pth" in error["exception_message"]
     error = comfy.run_error(encode_only(tiny_face, parsing_file=tiny_face.landmark_file))
     assert "RetinaFace" in error["exception_message"] and "parsing_bisenet.pth" in error["exception_message"]
-    # The catalogue's file is listed even when absent, so choosing it reaches the download instructions.
-    error = comfy.run_error(encode_only(tiny_face, pulid_file="pulid_flux_v0.9.1.safetensors"))
-    assert error["node_type"] == "FaceMigration_PulidModelLoader"
-    assert "pulid_flux_v0.9.1.safetensors" in error["exception_message"]
-    assert "huggingface.co/guozinan/PuLID" in error["exception_message"]
+    # An absent catalogue file is not listed; queueing it is refused with the download instructions.
+    with pytest.raises(AssertionError, match=r"pulid_flux_v0\.9\.1\.safetensors.*huggingface\.co/guozinan/PuLID"):
+        comfy.submit(encode_only(tiny_face, pulid_file="pulid_flux_v0.9.1.safetensors"))
 
 
 def test_pulid_file_that_does_not_fit_the_eva_tower(comfy, tiny_face):

@@ -248,7 +248,22 @@ def test_check_models_agrees_with_the_loaders(comfy, tiny_files):
     missing = {"pulid": {"class_type": "FaceMigration_PulidModelLoader",
                          "inputs": {"pulid_file": "pulid_flux_v0.9.1.safetensors"}},
                "show": {"class_type": "PreviewAny", "inputs": {"source": ["pulid", 0]}}}
-    error = comfy.run_error(missing)
-    assert error["node_type"] == "FaceMigration_PulidModelLoader"
-    assert "pulid_flux_v0.9.1.safetensors" in error["exception_message"]
-    assert "huggingface.co/guozinan/PuLID" in error["exception_message"]
+    with pytest.raises(AssertionError, match=r"pulid_flux_v0\.9\.1\.safetensors.*huggingface\.co/guozinan/PuLID"):
+        comfy.submit(missing)  # refused before anything runs, with the download instructions
+
+
+def test_loaders_list_only_files_on_disk(comfy, tiny_files):
+    """So a frontend that flags a workflow's file when it is absent from the list (the newest ones) shows
+    the pack's missing files before queueing; an absent choice is explained (test above)."""
+    info = comfy.object_info()
+    options = {(node, name): info[node]["input"]["required"][name][1]["options"]
+               for node, name in (("FaceMigration_PulidModelLoader", "pulid_file"),
+                                  ("FaceMigration_EvaClipLoader", "eva_file"),
+                                  ("FaceMigration_FaceParsingLoader", "parsing_file"),
+                                  ("FaceMigration_FaceParsingLoader", "landmark_file"))}
+    models = comfy.base / "models"
+    for (node, name), listed in options.items():
+        assert "pulid_flux_v0.9.1.safetensors" not in listed and "EVA02_CLIP_L_336_psz14_s6B.pt" not in listed
+        for value in listed:
+            assert value == "none (fast: SCRFD landmarks)" or list(models.rglob(value)), (node, name, value)
+    assert tiny_files["pulid_file"] in options[("FaceMigration_PulidModelLoader", "pulid_file")]
