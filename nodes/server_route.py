@@ -253,18 +253,20 @@ def failure(status: dict) -> ApiRequestError:
 
 def unavailable(node_errors: dict, model: str, error: dict) -> ApiUnavailableError:
     """A template that does not validate is the server's problem (503), most often a model file that is
-    not installed; the message lists what ComfyUI found wrong."""
-    missing, other = [], []
+    not installed (a core loader's 'not in list', or a loader's own check); the message lists every problem
+    ComfyUI found."""
+    problems, files_missing = [], False
     for node_id, found in node_errors.items():
+        kind = found.get("class_type")
         for problem in found.get("errors", []):
             info = problem.get("extra_info", {})
             if problem.get("type") == "value_not_in_list":
-                missing.append(f"{found.get('class_type')}.{info.get('input_name')} = {info.get('received_value')!r}")
+                problems.append(f"{kind}.{info.get('input_name')} = {info.get('received_value')!r} is not installed")
             else:
-                reason = problem.get("details") or problem.get("message")
-                other.append(f"node {node_id} ({found.get('class_type')}): {reason}")
-    if missing:
-        return ApiUnavailableError(f"models missing on this server for model {model!r}: {'; '.join(missing)}; "
-                                   f"put the files into ComfyUI's models folders or change the API template")
-    detail = "; ".join(other) or f"{error.get('message')}: {error.get('details')}"
+                problems.append(f"node {node_id} ({kind}): {problem.get('details') or problem.get('message')}")
+            files_missing |= problem.get("type") == "value_not_in_list" or str(kind).endswith("Loader")
+    detail = "; ".join(problems) or f"{error.get('message')}: {error.get('details')}"
+    if files_missing:
+        return ApiUnavailableError(f"models missing on this server for model {model!r}: {detail}; put the files "
+                                   f"into ComfyUI's models folders or change the API template")
     return ApiUnavailableError(f"the API template for model {model!r} does not validate in ComfyUI: {detail}")

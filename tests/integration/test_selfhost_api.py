@@ -185,7 +185,8 @@ def test_missing_models_are_a_503_naming_the_files(api):
     assert response.status_code == 503
     message = response.json()["message"]
     assert "models missing on this server for model 'flux-1-dev'" in message
-    assert "UNETLoader.unet_name = 'flux1-dev.safetensors'" in message and "ae.safetensors" in message
+    assert "UNETLoader.unet_name = 'flux1-dev.safetensors' is not installed" in message
+    assert "ae.safetensors" in message and "pulid_flux_v0.9.1.safetensors" in message
 
 
 def slow_prompt(graphs) -> dict:
