@@ -43,6 +43,7 @@ GROUP_PAD = 20
 GAP = 20  # between a node and the title bar of the next one in a column
 GROUP_GAP = 40  # between two groups
 VIEW_SCALE = 0.8  # saved zoom: above LiteGraph's low-quality threshold (0.6), so text and Notes are drawn
+VIEW_MARGIN = 80  # newer frontends draw the canvas under their side and top bars: keep the Notes clear of them
 MUTED = 2  # LiteGraph mode "never": the node is not sent with the prompt
 
 
@@ -155,7 +156,7 @@ class Graph:
         """The saved view (extra.ds): legible zoom, the graph's top-left corner (Notes, Models) in sight."""
         left = min([n.pos[0] for n in self.nodes] + [g["bounding"][0] for g in self.groups])
         top = min([n.pos[1] - TITLE_HEIGHT for n in self.nodes] + [g["bounding"][1] for g in self.groups])
-        return {"scale": VIEW_SCALE, "offset": [GROUP_PAD - left, GROUP_PAD - top]}
+        return {"scale": VIEW_SCALE, "offset": [VIEW_MARGIN - left, VIEW_MARGIN - top]}
 
     def models_of(self, node: Node) -> list[dict]:
         """`models` entries for the files a loader node's widgets name, when the frontend can download them.

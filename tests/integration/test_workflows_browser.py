@@ -7,7 +7,13 @@ workflow's `models` list (the pack's PuLID file included) and has no error row (
 refuses, an unknown folder); the saved view opens at a legible zoom; no node is smaller than the frontend
 needs for it and no two nodes overlap as the frontend draws them; and the prompt the frontend would queue
 equals tests/workflow_validation.to_api's conversion. A screenshot of each workflow as it opens goes to
-artifacts/browser/.
+artifacts/browser/<frontend version>/.
+
+Frontends: the one ComfyUI bundles (1.27.10 with ComfyUI 0.3.64), and any other given to the server with
+COMFYUI_EXTRA_ARGS="--cpu --front-end-root PATH/comfyui_frontend_package/static" (checked with 1.58.1, the
+newest on PyPI in November 2026). The newest one flags a model when the chosen value is absent from the
+loader's list, so there the test reads its missing-model store: each loader whose file is not on disk
+(the pack's loaders included) must be flagged. The layout checks run on the bundled frontend.
 
 Needs COMFYUI_PATH (the integration server), the `playwright` Python package and a Chromium: the one at
 CHROMIUM_PATH if set, else /usr/bin/chromium if present (Debian: apt-get install chromium), else
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_validation import load_schemas, to_api
+from tests.workflow_validation import CORE_MODEL_COMBOS, PACK_MODEL_COMBOS, load_schemas, to_api, widget_slots
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -37,7 +43,14 @@ DROP_FILE = """([name, text]) => {
     const target = document.querySelector('#graph-canvas') || document;
     target.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
 }"""
-DIALOG_TEXTS = "() => [...document.querySelectorAll('.p-dialog')].map(d => d.innerText)"
+DIALOG_TEXTS = "() => [...document.querySelectorAll('.p-dialog, [role=dialog]')].map(d => d.innerText)"
+BUNDLED_FRONTEND = "1.27."
+# The newest frontends keep the models they flag in a Pinia store ("missingModel").
+MISSING_MODEL_CANDIDATES = """() => {
+    const host = [...document.querySelectorAll('*')].find(e => e.__vue_app__);
+    const store = host?.__vue_app__.config.globalProperties.$pinia?._s.get('missingModel');
+    return store ? JSON.parse(JSON.stringify(store.missingModelCandidates ?? [])) : null;
+}"""
 GRAPH_STATE = """() => ({
     title: app.graph.extra?.title ?? null,
     scale: app.canvas.ds.scale,
@@ -103,18 +116,31 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     page.console_errors.clear()  # the frontend's own start-up errors are not this workflow's
     page.evaluate(DROP_FILE, [path.name, text])
     page.wait_for_function(f"() => app.graph.nodes.length === {len(workflow['nodes'])}", timeout=30_000)
-    page.wait_for_timeout(1500)  # the missing-model check is asynchronous
+    page.wait_for_timeout(3000)  # the missing-model check is asynchronous
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
     dialogs = page.evaluate(DIALOG_TEXTS)
     state = page.evaluate(GRAPH_STATE)
+    candidates = page.evaluate(MISSING_MODEL_CANDIDATES)
     queued = page.evaluate("async () => (await app.graphToPrompt()).output")
     close_dialogs(page)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))  # the view a user gets on opening it
-    (ARTIFACTS / f"{path.stem}.dialogs.txt").write_text("\n\n".join(dialogs))
+    artifacts = ARTIFACTS / version
+    artifacts.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(artifacts / f"{path.stem}.png"))  # the view a user gets on opening it
+    (artifacts / f"{path.stem}.dialogs.txt").write_text("\n\n".join(dialogs))
 
     assert not [d for d in dialogs if "missing" in d.lower() and "node" in d.lower()], dialogs
     unregistered = [n for n in state["nodes"] if not n["registered"]]
     assert not unregistered, f"node types the frontend does not know: {unregistered}"
+    saved_view = workflow["extra"]["ds"]
+    assert state["scale"] == pytest.approx(saved_view["scale"]) and state["scale"] >= MIN_SCALE
+    check_queued_prompt(workflow, queued)
+    assert not page.console_errors, page.console_errors
+    if not version.startswith(BUNDLED_FRONTEND):
+        assert candidates is not None, f"frontend {version}: no missing-model store found"
+        flagged = {(c["nodeType"], c["widgetName"], c["name"]) for c in candidates if c.get("isMissing")}
+        assert absent_model_choices(workflow, comfy.object_info()) <= flagged, f"frontend {version}: {flagged}"
+        return
     text = "\n".join(dialogs)
     assert not [row for row in ERROR_ROWS if row in text], f"error rows in the Missing Models dialog: {dialogs}"
     on_disk = set(comfy.object_info()["UNETLoader"]["input"]["required"]["unet_name"][0])
@@ -124,9 +150,29 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     if any(n["type"] == "FaceMigration_PulidModelLoader" for n in workflow["nodes"]):
         assert "pulid / pulid_flux_v0.9.1.safetensors" in text, "the pack's missing PuLID file is not listed"
     saved_view = workflow["extra"]["ds"]
-    assert state["scale"] == pytest.approx(saved_view["scale"]) and state["scale"] >= MIN_SCALE
     assert state["offset"] == pytest.approx(saved_view["offset"]), "the saved view was not restored"
     assert_drawn_without_overlap(state["nodes"], {n["id"]: n["size"] for n in workflow["nodes"]})
+
+
+def absent_model_choices(workflow: dict, object_info: dict) -> set[tuple[str, str, str]]:
+    """(node type, input, file) for every loader choice of the workflow that the server does not list."""
+    schemas = load_schemas()
+    absent = set()
+    for node in workflow["nodes"]:
+        if node["type"] not in schemas or node.get("mode") in (2, 4):
+            continue
+        for slot, value in zip(widget_slots(schemas[node["type"]]), node["widgets_values"]):
+            key = (node["type"], slot.spec.name)
+            if slot.role != "value" or key not in CORE_MODEL_COMBOS.keys() | PACK_MODEL_COMBOS:
+                continue
+            spec = object_info[node["type"]]["input"]["required"][slot.spec.name]
+            listed = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
+            if value not in listed:
+                absent.add((*key, value))
+    return absent
+
+
+def check_queued_prompt(workflow: dict, queued: dict) -> None:
     expected = to_api(workflow, load_schemas())
     assert set(queued) == set(expected), "the frontend would queue other nodes than to_api"
     for node_id, node in expected.items():
@@ -136,7 +182,6 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
         assert not extra, f"node {node_id}: the frontend sends inputs the workflow does not set: {extra}"
         shared = {k: got["inputs"][k] for k in node["inputs"] if k in got["inputs"]}
         assert shared == node["inputs"], f"node {node_id} ({node['class_type']}): frontend {shared} != {node['inputs']}"
-    assert not page.console_errors, page.console_errors
 
 
 def assert_drawn_without_overlap(nodes: list[dict], saved: dict) -> None:
