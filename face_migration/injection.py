@@ -329,22 +329,27 @@ def token_count(shape, patch: int) -> tuple[int, int]:
 
 @dataclass
 class RunRecord:
-    """One sampling run: its schedule on the CPU and, per Apply, the steps it was active on."""
+    """One sampling run: its schedule on the CPU and, per Apply, the steps it was active on and in how many
+    model calls (a step can take several: CFG batches split by memory, second-order or restart samplers)."""
     schedule: torch.Tensor
     active_steps: dict = field(default_factory=dict)  # Injection -> set of step indices
+    active_calls: dict = field(default_factory=dict)  # Injection -> number of model calls
 
     def add(self, call: CallInfo, injections, active: dict) -> None:
         for inj in injections:
             steps = self.active_steps.setdefault(inj, set())
-            if inj in active and call.steps is not None:
-                steps.update(call.steps[list(active[inj].active_rows)].tolist())
+            self.active_calls.setdefault(inj, 0)
+            if inj in active:
+                self.active_calls[inj] += 1
+                if call.steps is not None:
+                    steps.update(call.steps[list(active[inj].active_rows)].tolist())
 
     def report(self) -> None:
         total = max(self.schedule.numel() - 1, 0)
         for number, (inj, steps) in enumerate(self.active_steps.items(), start=1):
-            if steps:
-                logger.info("%s PuLID Apply %d (%s): identity active on steps %s of this run's %d steps.",
-                            LOG_PREFIX, number, inj, sorted(steps), total)
+            if self.active_calls[inj]:
+                logger.info("%s PuLID Apply %d (%s): identity active on steps %s of this run's %d steps "
+                            "(%d model calls).", LOG_PREFIX, number, inj, sorted(steps), total, self.active_calls[inj])
             elif inj.weight != 0:
                 logger.warning("%s PuLID Apply %d (%s): the identity was never active in this sampling run of %d "
                                "steps (steps are counted from 0 in the run the sampler was given). Lower start_step "

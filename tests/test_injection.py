@@ -400,7 +400,7 @@ def test_run_record_names_the_active_steps_and_warns_when_never_active(model, ca
         assert sample(PulidRunWrapper(), SCHEDULE, patch, [1.0, 0.75, 0.5, 0.25]) == "samples"
     info = [r for r in caplog.records if r.levelno == logging.INFO]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(info) == 1 and "active on steps [2, 3] of this run's 4 steps" in info[0].getMessage()
+    assert len(info) == 1 and "active on steps [2, 3] of this run's 4 steps (2 model calls)" in info[0].getMessage()
     assert len(warnings) == 1 and "never active" in warnings[0].getMessage() and "steps 5-100" in warnings[0].getMessage()
 
 

@@ -8,6 +8,7 @@ both passes as ComfyUI's sampler builds it (uncond chunk first), and our PulidBl
 PulidCallWrapper through transformer_options. Needs COMFYUI_PATH (a ComfyUI checkout and its Python
 dependencies); skipped otherwise.
 """
+import copy
 import json
 import os
 import sys
@@ -126,3 +127,30 @@ def test_patch_leaves_caller_options_unchanged(flux, pulid, fixture):
     keys = set(opts)
     flux(**cfg_batch(tensors), transformer_options=opts)
     assert set(opts) == keys  # the call plan travels in a copy made by the wrapper
+
+
+@pytest.mark.parametrize("flux_dtype", [torch.float16, torch.bfloat16])
+def test_bf16_pulid_file_computes_in_the_flux_dtype(flux, fixture, tmp_path, flux_dtype):
+    """The official file is bf16. Loaded as the node loads it (comfy.ops.manual_cast) and run inside ComfyUI's
+    FLUX in fp16 or bf16, the cross-attention computes in the FLUX dtype and stays close to the fp32 result."""
+    import comfy.ops
+    tensors, _ = fixture
+    path = tmp_path / "pulid_bf16.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in pd.state_dict_for(expected_layout(pd.PULID_CFG)).items()}, str(path))
+    model, fingerprint = load_pulid_flux(str(path), ops=comfy.ops.manual_cast)
+    seen = []
+    for ca in model.pulid_ca:
+        ca.to_q.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].dtype))
+    reference = flux(**cfg_batch(tensors), transformer_options=options(pulid_patches(model, fingerprint, tensors)))
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    low = copy.deepcopy(flux).to(flux_dtype)
+    inputs = {k: v.to(flux_dtype) if v.is_floating_point() else v for k, v in cfg_batch(tensors).items()}
+    out = low(**inputs, transformer_options=options(pulid_patches(model, fingerprint, tensors)))
+    assert set(seen) == {flux_dtype} and out.dtype == flux_dtype
+    # FLUX itself drifts from fp32 in these dtypes; the identity must not add to that drift.
+    plain_error = rel_err(low(**inputs, transformer_options=options()).float(), flux(**cfg_batch(tensors),
+                                                                                      transformer_options=options()))
+    error = rel_err(out.float(), reference)
+    print(f"{flux_dtype}: relative max error vs fp32 {error:.3e} with PuLID, {plain_error:.3e} without")
+    assert error < 2 * plain_error
