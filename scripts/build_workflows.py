@@ -511,8 +511,8 @@ def build_dev(g: Graph) -> dict:
         ## How to use
         1. Load a clear photo of one face in **Reference photo**.
         2. Write the prompt in **Prompt**; describe the setting, not the face.
-        3. Queue. **Encode Face (PuLID)** shows the aligned face it used; **Face Similarity (ArcFace)** scores the result
-           (ArcFace cosine: above ~0.4 is usually the same person).
+        3. Queue. **Encode Face (PuLID)** shows the aligned face it used; **Face Similarity (ArcFace)** scores
+           the result (ArcFace cosine: above ~0.4 is usually the same person).
 
         {APPLY_HELP}
 

@@ -224,7 +224,8 @@ def describe(saved: SavedIdentity, path: str) -> str:
              f"PuLID weights fingerprint: {meta['model_fingerprint']} "
              "(Load Identity checks it against the PuLID model)",
              f"references: {meta['references']}"
-             + (f", faces used: {meta['faces_used']}" if "faces_used" in meta else "") + f", combine: {meta['combine']}",
+             + (f", faces used: {meta['faces_used']}" if "faces_used" in meta else "")
+             + f", combine: {meta['combine']}",
              f"ID tokens: cond and uncond, {n} x {tokens} x {width} float32",
              "thumbnail: " + (f"{saved.thumbnail.shape[1]} x {saved.thumbnail.shape[0]} aligned face crop"
                               if saved.thumbnail is not None else "none")]

@@ -194,7 +194,8 @@ def assert_drawn_without_overlap(nodes: list[dict], saved: dict) -> None:
         assert size[0] + 1 >= node["needed"][0] and size[1] + 1 >= node["needed"][1], \
             f"{node['title']} is saved as {size}, the frontend needs {node['needed']}"
         x, y = node["pos"]
-        rects[f"{node['title']} (#{node['id']})"] = (x, y - node["title_height"], x + node["size"][0], y + node["size"][1])
+        top = y - node["title_height"]
+        rects[f"{node['title']} (#{node['id']})"] = (x, top, x + node["size"][0], y + node["size"][1])
     names = list(rects)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
