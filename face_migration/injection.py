@@ -313,15 +313,6 @@ class PulidBlockPatch:
         return out
 
 
-def pulid_injections(transformer_options: dict) -> list[Injection]:
-    """Every Apply on the model, in the order they were applied, from its block patches."""
-    found: dict[Injection, None] = {}
-    for patch in transformer_options.get("patches_replace", {}).get("dit", {}).values():
-        if isinstance(patch, PulidBlockPatch):
-            found.update(dict.fromkeys(patch.injections))
-    return list(found)
-
-
 def token_count(shape, patch: int) -> tuple[int, int]:
     """The token grid FLUX makes of a latent of this shape (odd sizes are padded up)."""
     return (shape[-2] + patch // 2) // patch, (shape[-1] + patch // 2) // patch
@@ -358,10 +349,17 @@ class RunRecord:
 
 class PulidCallWrapper:
     """DIFFUSION_MODEL wrapper: plans every Apply on the model once per call (see the module docstring) and
-    passes the plan in a fresh transformer_options copy (the caller's dict is left as it was)."""
+    passes the plan in a fresh transformer_options copy (the caller's dict is left as it was).
 
-    TRANSFORMER_OPTIONS_ARG = 7  # position in Flux.forward(x, timestep, context, y, guidance, ref_latents, control, t_o)
+    It holds the Applies itself rather than finding them in the block patches: another pack's patch that
+    replaces one of ours (and calls it, or not) must not hide an Apply from the other blocks."""
+
+    # Positions in Flux.forward(x, timestep, context, y, guidance, ref_latents, control, transformer_options).
+    TRANSFORMER_OPTIONS_ARG = 7
     REF_LATENTS_ARG = 5
+
+    def __init__(self, injections: tuple[Injection, ...]):
+        self.injections = injections
 
     def __deepcopy__(self, memo):
         return self
@@ -369,9 +367,6 @@ class PulidCallWrapper:
     def __call__(self, executor, *args, **kwargs):
         in_kwargs = "transformer_options" in kwargs
         options = kwargs["transformer_options"] if in_kwargs else args[self.TRANSFORMER_OPTIONS_ARG]
-        injections = pulid_injections(options)
-        if not injections:
-            return executor(*args, **kwargs)
         x = args[0] if args else kwargs["x"]
         refs = args[self.REF_LATENTS_ARG] if len(args) > self.REF_LATENTS_ARG else kwargs.get("ref_latents")
         patch = getattr(getattr(executor, "class_obj", None), "patch_size", 2)
@@ -379,9 +374,9 @@ class PulidCallWrapper:
         run: RunRecord | None = options.get(RUN_KEY)
         schedule = run.schedule if run is not None else options.get("sample_sigmas")
         call = CallInfo.from_options(options, x, grid, None if schedule is None else schedule.detach().cpu())
-        active = {inj: a for inj in injections if (a := inj.plan(call)) is not None}
+        active = {inj: a for inj in self.injections if (a := inj.plan(call)) is not None}
         if run is not None:
-            run.add(call, injections, active)
+            run.add(call, self.injections, active)
         if not active:
             return executor(*args, **kwargs)
         references = sum(math.prod(token_count(r.shape, patch)) for r in refs or ())

@@ -78,11 +78,18 @@ class Executor:
         return self.body(opts)
 
 
-def model_call(opts, body, batch, grid=GRID, refs=None, device="cpu", dtype=torch.float32):
+def applies_in(opts) -> tuple:
+    """The Applies of the PuLID patches in opts, as apply_pulid hands them to the wrapper."""
+    patches = opts.get("patches_replace", {}).get("dit", {}).values()
+    return tuple({i: None for p in patches if isinstance(p, PulidBlockPatch) for i in p.injections})
+
+
+def model_call(opts, body, batch, grid=GRID, refs=None, device="cpu", dtype=torch.float32, injections=None):
     """One diffusion-model call through the wrapper, `body(transformer_options)` standing in for FLUX."""
     x = torch.zeros(batch, 16, 2 * grid[0], 2 * grid[1], device=device, dtype=dtype)
     executor = Executor(body)
-    return PulidCallWrapper()(executor, x, None, None, None, None, refs, None, opts), executor
+    wrapper = PulidCallWrapper(applies_in(opts) if injections is None else injections)
+    return wrapper(executor, x, None, None, None, None, refs, None, opts), executor
 
 
 def run_double(patch, img, txt, opts, block=None):
@@ -166,7 +173,8 @@ def test_single_block_finds_the_image_without_any_double_block_patch(model):
     base = x + 1
     torch.testing.assert_close(out[:, :TXT], base[:, :TXT])
     torch.testing.assert_close(out[:, TXT + 6:], base[:, TXT + 6:])
-    torch.testing.assert_close(out[:, TXT:TXT + 6], base[:, TXT:TXT + 6] + ca_direct(model, 2, ident.cond, base[:, TXT:TXT + 6]))
+    image = base[:, TXT:TXT + 6]
+    torch.testing.assert_close(out[:, TXT:TXT + 6], image + ca_direct(model, 2, ident.cond, image))
 
 
 def test_gating_per_row_and_uncond_tokens(model):
@@ -199,7 +207,8 @@ def test_one_identity_per_batch_image_and_mismatch_error(model):
     img, txt = torch.randn(2, 6, 32), torch.randn(2, TXT, 32)
     out = run_double(patch, img, txt, options([1.0, 1.0]))["img"]
     for row in range(2):
-        torch.testing.assert_close(out[row], img[row] * 2 + ca_direct(model, 0, ident.cond[row:row + 1], img[row:row + 1] * 2)[0])
+        expected = img[row] * 2 + ca_direct(model, 0, ident.cond[row:row + 1], img[row:row + 1] * 2)[0]
+        torch.testing.assert_close(out[row], expected)
     with pytest.raises(BatchMismatchError, match="face identity holds 2 entries but the latent batch has 3"):
         run_double(patch, torch.randn(3, 6, 32), torch.randn(3, TXT, 32), options([1.0] * 3))
 
@@ -216,7 +225,8 @@ def test_mask_resized_to_token_grid_any_aspect():
 @pytest.mark.parametrize("masks, images", [(2, 3), (3, 1)])
 def test_a_mask_batch_that_does_not_fit_the_latent_batch_is_named(model, masks, images):
     """Used to wrap silently (row 2 of 3 got mask 0) or drop masks."""
-    patch = PulidBlockPatch("double", 0, (Injection(model, make_identity(), 1.0, ALWAYS, mask=torch.ones(masks, 8, 8)),))
+    injection = Injection(model, make_identity(), 1.0, ALWAYS, mask=torch.ones(masks, 8, 8))
+    patch = PulidBlockPatch("double", 0, (injection,))
     with pytest.raises(BatchMismatchError, match=f"mask holds {masks} entries but the latent batch has {images}"):
         run_double(patch, torch.randn(images, 6, 32), torch.randn(images, TXT, 32), options([1.0]))
 
@@ -257,7 +267,8 @@ def count_ca_calls(model):
     return calls, handles
 
 
-@pytest.mark.parametrize("injection_kwargs", [{"weight": 0.0}, {"timing": StepRange(3, 4)}], ids=["weight0", "inactive"])
+@pytest.mark.parametrize("injection_kwargs", [{"weight": 0.0}, {"timing": StepRange(3, 4)}],
+                         ids=["weight0", "inactive"])
 def test_a_call_without_active_identity_runs_no_ca_and_passes_no_plan(model, injection_kwargs):
     """Weight 0 used to run every CA module (and fp16 inf * 0 gave NaN)."""
     kwargs = {"weight": 1.0, "timing": ALWAYS, **injection_kwargs}
@@ -296,6 +307,22 @@ def test_foreign_patch_is_chained_and_kept_in_model_management(model):
     torch.testing.assert_close(out["img"], img * 2 + ca_direct(model, 0, patch.injections[0].identity.cond, img * 2))
     assert patch.models() == ["pulid-ca", "foreign-model"]
     assert patch.extended(patch.injections[0], ("pulid-ca",)).models() == ["pulid-ca", "foreign-model"]
+
+
+def test_an_apply_hidden_under_another_packs_patch_still_gets_its_plan(model):
+    """Another pack replaces PuLID's patch on the only patched block and calls it from its own: the dit dict
+    then holds no PuLID patch, yet the Apply must still be planned and applied."""
+    ident = make_identity()
+    ours = PulidBlockPatch("double", 0, (Injection(model, ident, 1.0, ALWAYS),))
+
+    def foreign(args, extra):
+        return ours(args, extra)
+    img, txt = torch.randn(1, 6, 32), torch.randn(1, TXT, 32)
+    opts = {**options([1.0]), "patches_replace": {"dit": {("double_block", 0): foreign}}}
+    out, _ = model_call(opts, lambda o: foreign({"img": img, "txt": txt, "transformer_options": o},
+                                                {"original_block": lambda a: {"img": a["img"] * 2, "txt": a["txt"]}}),
+                        1, injections=ours.injections)
+    torch.testing.assert_close(out["img"], img * 2 + ca_direct(model, 0, ident.cond, img * 2))
 
 
 def test_patch_objects_are_shared_not_deep_copied(model):
@@ -377,7 +404,7 @@ def test_wrapper_passes_a_plan_in_a_copy_and_leaves_the_callers_dict():
     assert plan.image_start("single", 40 + 30 + 4) == 40
     assert set(caller) == keys
     executor = Executor(lambda o: None)
-    PulidCallWrapper()(executor, torch.zeros(1, 16, 9, 12), transformer_options=caller)  # keywords, odd height
+    PulidCallWrapper(applies_in(caller))(executor, torch.zeros(1, 16, 9, 12), transformer_options=caller)  # odd height
     assert executor.seen[0][PLAN_KEY].image_tokens == 5 * 6 and PLAN_KEY not in caller
 
 
@@ -401,7 +428,8 @@ def test_run_record_names_the_active_steps_and_warns_when_never_active(model, ca
     info = [r for r in caplog.records if r.levelno == logging.INFO]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(info) == 1 and "active on steps [2, 3] of this run's 4 steps (2 model calls)" in info[0].getMessage()
-    assert len(warnings) == 1 and "never active" in warnings[0].getMessage() and "steps 5-100" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "never active" in warnings[0].getMessage() and "steps 5-100" in warnings[0].getMessage()
 
 
 def test_run_record_keeps_the_schedule_on_the_cpu():

@@ -88,8 +88,9 @@ def options(patches=None):
     opts = {"cond_or_uncond": [1, 0], "sigmas": torch.tensor(pd.TIMESTEPS),
             "sample_sigmas": torch.tensor([1.0, 0.9, 0.6, 0.3, 0.0])}
     if patches is not None:
+        injections = tuple({i: None for patch in patches.values() for i in patch.injections})
         opts["patches_replace"] = {"dit": patches}
-        opts["wrappers"] = {"diffusion_model": {"face_migration_pulid": [PulidCallWrapper()]}}
+        opts["wrappers"] = {"diffusion_model": {"face_migration_pulid": [PulidCallWrapper(injections)]}}
     return opts
 
 

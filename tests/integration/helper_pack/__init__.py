@@ -108,3 +108,7 @@ class FaceMigrationTest_LatentToImage:
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
     FaceMigrationTest_RandomConditioning, FaceMigrationTest_RandomPulidId, FaceMigrationTest_LatentDigest,
     FaceMigrationTest_LatentToImage)}
+
+from .injection_probes import NODE_CLASS_MAPPINGS as _INJECTION_PROBES  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_INJECTION_PROBES)
