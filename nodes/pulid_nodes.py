@@ -54,8 +54,10 @@ class PulidModelLoader(io.ComfyNode):
             node_id="FaceMigration_PulidModelLoader",
             display_name="Load PuLID-FLUX Model",
             category=CATEGORY,
-            description="Loads pulid_flux_v0.9.1.safetensors (or v0.9.0) from models/pulid. Checked key by key; "
-                        "ComfyUI moves it to the GPU together with the FLUX model.",
+            description="Loads pulid_flux_v0.9.1.safetensors (or v0.9.0) from models/pulid, checked key by key. "
+                        "Weights stay in the file's dtype (fp32, fp16 or bf16; fp8 files are cast to bf16 once) "
+                        "and compute in the dtype of what they meet. ComfyUI loads the cross-attention modules "
+                        "onto the sampling device with FLUX, and the IDFormer only while encoding faces.",
             inputs=[io.Combo.Input("pulid_file", options=files,
                                    tooltip="PuLID-FLUX weights in models/pulid (pulid_flux_v0.9.1.safetensors "
                                            "from huggingface.co/guozinan/PuLID).")],
@@ -114,12 +116,76 @@ def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing
         else:  # first PuLID on this block; a foreign patch is chained, not replaced
             patch = PulidBlockPatch(kind, ca_index, (injection,), previous, (handle.ca_patcher,))
         patched.set_model_patch_replace(patch, "dit", f"{kind}_block", block)
-    # One wrapper of each kind serves every Apply on the model (they find the Applies in the block patches).
-    for kind, wrapper in ((comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, PulidCallWrapper),
-                          (comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, PulidRunWrapper)):
-        if not patched.get_wrappers(kind, WRAPPER_KEY):
-            patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper())
+    # One call wrapper plans every Apply on the model: it is replaced by one that also holds this Apply (the
+    # clone has its own wrapper lists, so `model` keeps its wrapper).
+    call_kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    earlier = tuple(i for w in patched.get_wrappers(call_kind, WRAPPER_KEY) for i in w.injections)
+    patched.remove_wrappers_with_key(call_kind, WRAPPER_KEY)
+    patched.add_wrapper_with_key(call_kind, WRAPPER_KEY, PulidCallWrapper(earlier + (injection,)))
+    run_kind = comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE
+    if not patched.get_wrappers(run_kind, WRAPPER_KEY):
+        patched.add_wrapper_with_key(run_kind, WRAPPER_KEY, PulidRunWrapper())
     return patched
+
+
+STEP_MEANING = ("Steps are counted from 0 in the sigmas the sampler of this run is given: KSampler's steps (with "
+                "denoise < 1, the steps it really runs), KSamplerAdvanced's from its start_at_step, each part of "
+                "a SplitSigmas on its own. A model call between two schedule sigmas (second-order or restart "
+                "samplers) counts as the step whose sigma range holds it, each time it is visited. The server log "
+                "names the steps that got the identity after every run.")
+
+
+def model_inputs() -> list:
+    """The inputs the simple and the advanced Apply share, in their order on the node."""
+    return [
+        io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Krea, Kontext), in fp32, fp16, bf16 or "
+                                        "fp8 weights; the identity is computed in the model's activation dtype."),
+        PulidModel.Input("pulid_model", tooltip="From Load PuLID-FLUX Model; the same one the identity "
+                                                "was encoded with."),
+        PulidId.Input("pulid_id", tooltip="The face identity from Encode Face (PuLID)."),
+        io.Float.Input("weight", default=1.0, min=-1.0, max=5.0, step=0.05,
+                       tooltip="Identity strength (the hosted API's id_weight). 1 = official default; "
+                               "0 = off (no work at all). Higher copies the face harder at the cost of prompt "
+                               "freedom."),
+    ]
+
+
+def start_step_input(mode_note: str) -> io.Int.Input:
+    return io.Int.Input("start_step", default=0, min=0, max=MAX_STEP,
+                        tooltip=f"{mode_note}The first step with the identity. 0 = from the first step (highest "
+                                f"fidelity); 1-4 leaves the first steps to the prompt (more editable, official "
+                                f"advice: 4 for photos, 0-1 for stylised). {STEP_MEANING}")
+
+
+def mask_input() -> io.Mask.Input:
+    return io.Mask.Input("mask", optional=True,
+                         tooltip="Optional: restrict the identity to this region (white = identity). [H, W] or "
+                                 "[B, H, W], resized to the image; one mask or one per image of the sampled batch. "
+                                 "Use two Apply nodes with two masks for two people.")
+
+
+def model_output() -> io.Model.Output:
+    return io.Model.Output(display_name="model", tooltip="The FLUX model with the identity applied.")
+
+
+class ApplyPulidSimple(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaceMigration_ApplyPulidSimple",
+            display_name="Apply PuLID-FLUX",
+            category=CATEGORY,
+            description="Injects a face identity into a FLUX model from start_step to the end, with the hosted "
+                        "API's two settings (id_weight, id_timestep_start). Apply PuLID-FLUX (Advanced) adds an "
+                        "end step, percent timing and the negative-pass choice.",
+            inputs=[*model_inputs(), start_step_input(""), mask_input()],
+            outputs=[model_output()],
+        )
+
+    @classmethod
+    def execute(cls, model, pulid_model, pulid_id, weight, start_step, mask=None):
+        return io.NodeOutput(apply_pulid(model, pulid_model, pulid_id, weight, "steps", start_step, MAX_STEP,
+                                         0.0, 1.0, UncondMode.UNCOND_ID.value, mask))
 
 
 class ApplyPulid(io.ComfyNode):
@@ -127,29 +193,22 @@ class ApplyPulid(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="FaceMigration_ApplyPulid",
-            display_name="Apply PuLID-FLUX",
+            display_name="Apply PuLID-FLUX (Advanced)",
             category=CATEGORY,
             description="Injects a face identity into a FLUX model (returns a patched copy; the input model is "
                         "never changed). Chain several to add identities, each with its own mask.",
             inputs=[
-                io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Krea, Kontext)."),
-                PulidModel.Input("pulid_model", tooltip="From Load PuLID-FLUX Model; the same one the identity "
-                                                        "was encoded with."),
-                PulidId.Input("pulid_id", tooltip="The face identity from Encode Face (PuLID)."),
-                io.Float.Input("weight", default=1.0, min=-1.0, max=5.0, step=0.05,
-                               tooltip="Identity strength (the hosted API's id_weight). 1 = official default; "
-                                       "0 = off. Higher copies the face harder at the cost of prompt freedom."),
+                *model_inputs(),
                 io.Combo.Input("timing", options=["steps", "percent"], default="steps",
-                               tooltip="steps: start/end are denoising step numbers (as the hosted API's "
-                                       "id_timestep_start). percent: start/end are fractions of the schedule, "
-                                       "as ControlNet's."),
-                io.Int.Input("start_step", default=0, min=0, max=MAX_STEP,
-                             tooltip="steps mode: the first step (counted from 0) with the identity. 0 = from the "
-                                     "first step (highest fidelity); 1-4 leaves the first steps to the prompt "
-                                     "(more editable, official advice: 4 for photos, 0-1 for stylised)."),
+                               tooltip="steps: start/end are step numbers of the sampler's run (as the hosted "
+                                       "API's id_timestep_start). percent: start/end are positions in the model's "
+                                       "noise schedule (as ControlNet's), the same whatever sampler, split or "
+                                       "denoise runs it: the clear choice with KSamplerAdvanced, SplitSigmas or "
+                                       "restart samplers."),
+                start_step_input("steps mode. "),
                 io.Int.Input("end_step", default=MAX_STEP, min=0, max=MAX_STEP,
-                             tooltip="steps mode: the identity stops before this step. Leave high to keep it "
-                                     "to the end."),
+                             tooltip="steps mode: the identity stops before this step (counted as start_step). "
+                                     "Leave high to keep it to the end."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="percent mode: where in the schedule the identity starts (0 = start)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -157,12 +216,9 @@ class ApplyPulid(io.ComfyNode):
                 io.Combo.Input("uncond_id", options=[m.value for m in UncondMode], default=UncondMode.UNCOND_ID.value,
                                tooltip="What the negative (CFG) pass gets when CFG > 1: 'uncond ID' as the official "
                                        "code (the encoder's empty identity), the same identity, or none."),
-                io.Mask.Input("mask", optional=True,
-                              tooltip="Optional: restrict the identity to this region (white = identity). Resized "
-                                      "to the image; one mask or one per batch image. Use two Apply nodes with "
-                                      "two masks for two people."),
+                mask_input(),
             ],
-            outputs=[io.Model.Output(display_name="model", tooltip="The FLUX model with the identity applied.")],
+            outputs=[model_output()],
         )
 
     @classmethod
@@ -183,4 +239,4 @@ class ApplyPulid(io.ComfyNode):
                                          start_percent, end_percent, uncond_id, mask))
 
 
-NODES = [PulidModelLoader, ApplyPulid]
+NODES = [PulidModelLoader, ApplyPulidSimple, ApplyPulid]

@@ -3,6 +3,7 @@ import pytest
 
 LOADER = "FaceMigration_PulidModelLoader"
 APPLY = "FaceMigration_ApplyPulid"
+SIMPLE = "FaceMigration_ApplyPulidSimple"
 APPLY_INPUTS = {"model", "pulid_model", "pulid_id", "weight", "timing", "start_step", "end_step",
                 "start_percent", "end_percent", "uncond_id", "mask"}
 
@@ -18,11 +19,16 @@ def test_pack_imports_and_every_node_input_and_output_has_a_tooltip(comfy, graph
     assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if graphs.PACK_NAME in l)
     info = comfy.object_info()
     ours = {k: v for k, v in info.items() if v.get("python_module", "").startswith(f"custom_nodes.{graphs.PACK_NAME}")}
-    assert {LOADER, APPLY} <= set(ours), f"pack nodes in /object_info: {sorted(ours)}"
+    assert {LOADER, APPLY, SIMPLE} <= set(ours), f"pack nodes in /object_info: {sorted(ours)}"
     assert all(k.startswith("FaceMigration_") for k in ours)
     apply_inputs = info[APPLY]["input"]
     assert set(apply_inputs["required"]) | set(apply_inputs.get("optional", {})) == APPLY_INPUTS
     assert info[APPLY]["output"] == ["MODEL"]
+    simple_inputs = info[SIMPLE]["input"]
+    assert list(simple_inputs["required"]) == ["model", "pulid_model", "pulid_id", "weight", "start_step"]
+    assert list(simple_inputs["optional"]) == ["mask"]
+    assert (info[SIMPLE]["display_name"], info[APPLY]["display_name"]) == \
+        ("Apply PuLID-FLUX", "Apply PuLID-FLUX (Advanced)")
     assert info[LOADER]["output"] == ["FACE_MIGRATION_PULID_MODEL"]
     missing = []
     for node_id, node in ours.items():
@@ -103,3 +109,15 @@ def test_changing_weight_reuses_loader_and_identity(comfy, graphs):
 def test_an_empty_identity_window_is_refused_before_running(comfy, graphs, window):
     with pytest.raises(AssertionError, match="must be greater than"):
         comfy.run(graphs.flux([window]))
+
+
+def test_simple_apply_is_the_advanced_one_with_its_defaults(comfy, graphs):
+    """The hosted API's two settings (id_weight, id_timestep_start) on the simple node give exactly what the
+    advanced node gives with the same two and everything else at its default."""
+    settings = {"weight": 0.8, "start_step": 1, "identity_seed": 33}
+    advanced = graphs.flux([settings])
+    simple = graphs.flux([settings])
+    simple["apply_0"]["class_type"] = SIMPLE
+    for name in ("timing", "end_step", "start_percent", "end_percent", "uncond_id"):
+        del simple["apply_0"]["inputs"][name]
+    assert graphs.digest(comfy.run(simple))["sha256"] == graphs.digest(comfy.run(advanced))["sha256"]
