@@ -22,7 +22,8 @@ official side is not charged with the `cat` its plain forward also does (only th
     python benchmarks/bench_injection_cpu.py --comfyui /path/to/ComfyUI --pulid-reference /path/to/PuLID
 
 Paths may also come from COMFYUI_PATH and PULID_REFERENCE; without them it says so and exits 0. Run it
-with ComfyUI's Python. Peak memory (printed at the end) ~4 GB at the defaults; each round runs 6 FLUX steps.
+with ComfyUI's Python. Peak resident memory (printed at the end) measured 4.8 GB at --size 256 and 128; each
+round runs 6 FLUX steps.
 """
 from __future__ import annotations
 
