@@ -263,7 +263,8 @@ PROMPT = ("portrait photo of the person as an astronaut in a white space suit on
           "soft rim light, 85mm lens, highly detailed")
 LOADER_WIDTH = 480  # wide enough for "eva_file  EVA02_CLIP_L_336_psz14_s6B.pt" without truncation
 NOTE_WIDTH = 560
-APPLY_NODE = "FaceMigration_ApplyPulid"
+APPLY_NODE = "FaceMigration_ApplyPulidSimple"  # weight and start_step: the hosted API's two identity settings
+ADVANCED_APPLY_NODE = "FaceMigration_ApplyPulid"  # timing, end, uncond ID as well
 
 
 def models_note(g: Graph, column: Column, unet: str | None, face_files=FACE_FILES, extra="") -> Node:
@@ -334,8 +335,9 @@ def face_similarity(g: Graph, column: Column, models: dict, reference: Node, gen
     return score
 
 
-def apply_pulid(g: Graph, column: Column, model, pulid: Node, identity: Node, mask=None, title=None, **widgets):
-    apply = column.add(APPLY_NODE, title=title, **widgets)
+def apply_pulid(g: Graph, column: Column, model, pulid: Node, identity: Node, mask=None, title=None,
+                kind=APPLY_NODE, **widgets):
+    apply = column.add(kind, title=title, **widgets)
     g.link(model, apply, "model")
     g.link(pulid.out(0), apply, "pulid_model")
     g.link(identity.out(0), apply, "pulid_id")
@@ -582,9 +584,9 @@ def build_two_people(g: Graph) -> dict:
     x = g.group("Prompt", prompt.nodes)
     sampling = Column(g, x, 360)
     first = apply_pulid(g, sampling, unet.out(0), models["pulid"], ids[0], mask=masks[0].out(0),
-                        title="Apply left face")
+                        title="Apply left face", kind=ADVANCED_APPLY_NODE)
     second = apply_pulid(g, sampling, first.out(0), models["pulid"], ids[1], mask=masks[1].out(0),
-                         title="Apply right face")
+                         title="Apply right face", kind=ADVANCED_APPLY_NODE)
     decode = sampler_nodes(g, sampling, second.out(0), positive, negative, vae, width, height, 20, 7)
     x = g.group("Sampling", sampling.nodes)
     output = Column(g, x, 520)
