@@ -282,3 +282,12 @@ def test_fp8_weight_flux_on_the_cpu(comfy, graphs):
     plain_fp8 = graphs.digest(comfy.run(fp8(base(graphs, seed=114, steps=2))))["sha256"]
     digest, [(steps, _, _)], _ = sha(comfy, graphs, fp8(base(graphs, {}, seed=114, steps=2)))  # NaN would fail
     assert steps == [0, 1] and digest != plain_fp8
+
+
+def test_only_the_cross_attention_modules_load_with_flux(comfy, graphs):
+    """What ComfyUI loads beside FLUX for the patches is the CA modules alone, not the IDFormer (it used to be
+    the whole PuLID model)."""
+    g = base(graphs, {}, seed=115, steps=1)
+    g["patch_models"] = {"class_type": "FaceMigrationTest_PatchModels", "inputs": {"model": ["apply_0", 0]}}
+    found = comfy.run(g)["outputs"]["patch_models"]["patch_models"]
+    assert [(m["module"], m["children"]) for m in found] == [("ModuleList", ["PerceiverAttention"])], found

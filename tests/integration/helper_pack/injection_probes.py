@@ -99,4 +99,24 @@ class FaceMigrationTest_RevisitSampler:
         return (comfy.samplers.KSAMPLER(revisit_euler),)
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (FaceMigrationTest_DitPatch, FaceMigrationTest_RevisitSampler)}
+class FaceMigrationTest_PatchModels:
+    """Output node: the models ComfyUI loads beside the diffusion model for this MODEL's patches
+    (ModelPatcher.model_patches_models), as module class names and parameter counts."""
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    FUNCTION = "list_models"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def list_models(self, model):
+        unique = {id(p): p for p in model.model_patches_models()}.values()
+        found = [{"module": type(p.model).__name__, "children": sorted({type(c).__name__ for c in p.model.children()}),
+                  "parameters": sum(t.numel() for t in p.model.parameters())} for p in unique]
+        return {"ui": {"patch_models": found}}
+
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
+    FaceMigrationTest_DitPatch, FaceMigrationTest_RevisitSampler, FaceMigrationTest_PatchModels)}
