@@ -1,5 +1,6 @@
-"""The hosted request and answer, exactly: a multipart form (file `image`; fields `model`, `size`,
-`guidance_scale`, `num_inference_steps`, `id_weight`, `id_timestep_start`, `prompt`, optional `seed`) in,
+"""The hosted request and answer, exactly: a multipart form (file `image`; fields `model`, `size` or
+`width`+`height`, `guidance_scale`, `num_inference_steps`, `id_weight`, `id_timestep_start`, `prompt`, optional
+`seed`) in,
 {"data": [{"b64_json": ...}], "created": ...} or {"message": ...} out. Ranges and sizes are the remote
 client's (remote/params.py), so both sides of the wire agree."""
 from __future__ import annotations
@@ -18,7 +19,10 @@ from ..errors import ApiImageTooLargeError, ApiRequestError
 from ..remote.params import DEFAULT_MODEL, DEFAULT_SIZE, MAX_SEED, RANGES, FaceMigrationParams
 
 IMAGE_FIELD = "image"
-TEXT_FIELDS = ("model", "size", *RANGES, "prompt", "seed")
+TEXT_FIELDS = ("model", "size", "width", "height", *RANGES, "prompt", "seed")
+# The hosted schema's other way to ask for a size: width and height, each 8..1024 in steps of 8, together and
+# never with `size`.
+DIMENSION_MIN, DIMENSION_MAX, DIMENSION_STEP = 8, 1024, 8
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 25_000_000  # about 5000 x 5000
 # What Pillow may decode for us; the suffix the upload gets in ComfyUI's temp folder.
@@ -66,6 +70,7 @@ def _params(values: dict[str, str]) -> FaceMigrationParams:
     for name, (_, _, default, integer) in RANGES.items():
         numbers[name] = _number(name, values.get(name), default, integer, problems)
     seed = _number("seed", values.get("seed"), None, True, problems)
+    dimensions = _dimensions(values, problems)
     if problems:
         raise ApiRequestError("; ".join(problems))
     params = FaceMigrationParams(prompt=values.get("prompt", ""), size=values.get("size", DEFAULT_SIZE),
@@ -73,9 +78,35 @@ def _params(values: dict[str, str]) -> FaceMigrationParams:
     problems = params.problems()
     if problems:
         raise ApiRequestError("; ".join(problems))
+    if dimensions:  # checked by _dimensions; `size` keeps the offered list for the client side of the wire
+        params = dataclasses.replace(params, size="{}x{}".format(*dimensions))
     if seed is None:
         params = dataclasses.replace(params, seed=random.randint(0, MAX_SEED))
     return params
+
+
+def _dimensions(values: dict[str, str], problems: list[str]) -> tuple[int, int] | None:
+    """(width, height) when the request asks for its size that way, else None (then `size` applies)."""
+    given = [name for name in ("width", "height") if name in values]
+    if not given:
+        return None
+    if "size" in values:
+        problems.append("size: sent together with width/height; send either size or both width and height")
+        return None
+    if len(given) == 1:
+        missing = "height" if given == ["width"] else "width"
+        problems.append(f"{missing}: missing; width and height are sent together (or send size instead)")
+        return None
+    dimensions = []
+    for name in ("width", "height"):
+        value = _number(name, values[name], None, True, problems)
+        if value is None:
+            continue
+        if not isinstance(value, int) or not DIMENSION_MIN <= value <= DIMENSION_MAX or value % DIMENSION_STEP:
+            problems.append(f"{name}: {value} must be a multiple of {DIMENSION_STEP} in "
+                            f"{DIMENSION_MIN}..{DIMENSION_MAX}")
+        dimensions.append(value)
+    return tuple(dimensions) if len(dimensions) == 2 and not problems else None
 
 
 def _number(name: str, text: str | None, default, integer: bool, problems: list[str]):

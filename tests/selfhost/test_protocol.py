@@ -62,6 +62,24 @@ def test_a_bad_field_is_a_400_naming_it(changes, named):
     assert named in str(caught.value)
 
 
+def test_width_and_height_ask_for_any_size_the_hosted_schema_allows():
+    request = parse_request(*form(size=None, width="512", height="264"))
+    assert request.params.width_height == (512, 264)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"width": "512", "height": "512"}, "size: sent together with width/height"),
+    ({"size": None, "width": "512"}, "height: missing"),
+    ({"size": None, "width": "500", "height": "512"}, "width: 500 must be a multiple of 8 in 8..1024"),
+    ({"size": None, "width": "512", "height": "2048"}, "height: 2048 must be a multiple of 8 in 8..1024"),
+    ({"size": None, "width": "wide", "height": "512"}, "width: 'wide' is not a number"),
+])
+def test_a_bad_width_or_height_is_a_400_naming_it(changes, named):
+    with pytest.raises(ApiRequestError) as caught:
+        parse_request(*form(**changes))
+    assert caught.value.status == 400 and named in str(caught.value)
+
+
 def test_every_offered_size_is_accepted():
     for size in SIZES:
         assert parse_request(*form(size=size)).params.width_height == tuple(map(int, size.split("x")))
