@@ -95,6 +95,12 @@ def make_preview(image: np.ndarray, boxes: np.ndarray, chosen: int | None, eva_v
 def encode_reference(models: FaceModels, image: np.ndarray, order: str = "largest-first", index: int = 0,
                      label: str = "the reference image") -> ReferenceEmbedding:
     """One RGB uint8 photo -> the IDFormer inputs, a preview and a line of info. NoFaceError when no face."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 \
+            or 0 in image.shape[:2]:
+        raise InvalidInputError(
+            f"{label}: expected an RGB uint8 photo [height, width, 3] with pixels, got "
+            f"{getattr(image, 'dtype', type(image).__name__)} of shape {list(getattr(image, 'shape', []))}; "
+            "convert it with face_migration.face.photos.to_rgb_uint8 first.")
     image = limit_long_edge(image, MAX_EDGE)
     boxes, keypoints = models.detector.detect(image)
     notes = [f"{label}: {len(boxes)} face(s) found by SCRFD"

@@ -116,6 +116,13 @@ def test_no_reference_image_is_not_called_a_missing_face(models, pulid):
     assert "No face" not in str(info.value)
 
 
+@pytest.mark.parametrize("photo", [np.zeros((0, 40, 3), np.uint8), np.zeros((40, 0, 3), np.uint8),
+                                   np.zeros((40, 40, 3), np.float32), np.zeros((40, 40), np.uint8)])
+def test_a_photo_without_pixels_or_of_another_kind_is_named(models, photo):
+    with pytest.raises(InvalidInputError, match="the reference image: expected an RGB uint8 photo"):
+        pipeline.encode_reference(models, photo)
+
+
 def test_face_index_out_of_range_is_explained(models, pulid):
     with pytest.raises(FaceMigrationError, match="Face index 50"):
         pipeline.encode_identity(models, pulid, "fp", [photo_with_face()], index=50)
