@@ -49,7 +49,8 @@ class SaveIdentity(io.ComfyNode):
                                  tooltip="Replace a file of the same name holding another identity. Off: such a "
                                          "file stops the run (saving the same identity again is always fine)."),
                 io.Image.Input("preview", optional=True,
-                               tooltip="Encode Face's preview, for the thumbnail (only its aligned-crop half is kept)."),
+                               tooltip="Encode Face's preview, for the thumbnail (only its aligned-crop half is "
+                                       "kept)."),
             ],
             outputs=[],
         )
