@@ -216,7 +216,8 @@ def main() -> int:
         for name, net, x in (("RetinaFace", models["official"].landmarker, retina_x),
                              ("BiSeNet", models["fast"].parser, bisenet_x)):
             cases[f"{name} net, NCHW"] = lambda net=net, x=x: net(x)
-            cases[f"{name} net, channels-last"] = lambda net=net, x=x.contiguous(memory_format=torch.channels_last): net(x)
+            last = x.contiguous(memory_format=torch.channels_last)
+            cases[f"{name} net, channels-last"] = lambda net=net, x=last: net(x)
     per_case = {name: [] for name in cases}
     measured = {name: (lambda name=name, fn=fn: per_case[name].append(usage(fn)[1])) for name, fn in cases.items()}
     with torch.no_grad():

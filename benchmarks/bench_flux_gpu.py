@@ -121,7 +121,8 @@ def main() -> int:
                   f"+{extra / 1e9:.3f} GB")
             if device.type == "cuda":
                 extra_peak = peak_apply - peak_plain
-                print(f"  CFG {cfg:g}, peak VRAM: plain {peak_plain / 1e9:.2f} GB, with Apply {peak_apply / 1e9:.2f} GB "
+                print(f"  CFG {cfg:g}, peak VRAM: plain {peak_plain / 1e9:.2f} GB, "
+                      f"with Apply {peak_apply / 1e9:.2f} GB "
                       f"(+{extra_peak / 1e9:.2f} GB; target <= +{TARGET_BYTES / 1e9:.1f} GB: "
                       f"{'met' if extra_peak <= TARGET_BYTES else 'NOT met'})")
         del plain, applied

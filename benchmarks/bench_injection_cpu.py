@@ -208,8 +208,9 @@ def main() -> int:
             shares[f"{name}: injection (outside FLUX's modules, minus plain)"].append(
                 (outside(clocks[name]) - outside(clocks[base])) / clocks[name].seconds["model call"])
         for name in ("apply", "official"):
+            seconds_of = clocks[name].seconds
             shares[f"{name}: CA modules"].append(
-                (clocks[name].seconds["ca double"] + clocks[name].seconds["ca single"]) / clocks[name].seconds["model call"])
+                (seconds_of["ca double"] + seconds_of["ca single"]) / seconds_of["model call"])
             base = "plain" if name == "apply" else "official plain"
             shares[f"{name}: scaled to FLUX.1-dev (19 + 38 blocks, 20 CA)"].append(
                 scaled_share(clocks[name], clocks[base], n_ca))
