@@ -11,7 +11,7 @@ import torch
 from comfy_api.v0_0_2 import io, ui
 
 from ..face_migration.errors import IdentityFileError, IncompatibleModelError
-from ..face_migration.face.pipeline import to_rgb_uint8
+from ..face_migration.face.photos import to_rgb_uint8
 from ..face_migration.pulid.identity_file import (EXTENSION, FOLDER, describe, face_thumbnail, identity_file_name,
                                                   load_identity, matches, save_identity)
 from .common import CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint

@@ -25,7 +25,6 @@ from .align import arcface_crop, ffhq_crop
 from .bisenet import BiSeNet, background_mask, parse_labels
 from .detection import ScrfdDetector
 from .eva_clip import EvaVisionTower, preprocess
-from .photos import to_rgb_uint8  # noqa: F401 (node modules import it from here)
 from .recognition import ArcFaceRecognizer, cosine_similarity
 from .resample import limit_long_edge, resize_linear
 from .retinaface import RetinaFace, choose_center_face, choose_nearest_face, detect_faces
