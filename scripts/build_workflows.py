@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from face_migration.catalog import BY_KEY, model_by_filename  # noqa: E402
-from tests.workflow_validation import (assert_valid, frontend_can_download, input_specs, load_schemas,  # noqa: E402
+from devkit.workflow_validation import (assert_valid, frontend_can_download, input_specs, load_schemas,  # noqa: E402
                                        models_directory, models_entry_name, widget_slots)
 
 OUT = REPO / "workflows"

@@ -7,7 +7,7 @@ Starts ComfyUI headless (CPU) with a temporary base directory that holds EMPTY m
 default, only this pack: its entries go to tests/fixtures/object_info.pack.json, without `python_module`
 (it depends on the folder name the pack was installed under). With --core no custom node is installed and
 every entry goes to tests/fixtures/object_info.core.json. Model-file combos come out empty, which
-tests/workflow_validation.py relies on to recognise them. Integration tests compare both snapshots with
+devkit/workflow_validation.py relies on to recognise them. Integration tests compare both snapshots with
 the live server, so they cannot go stale silently.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Regenerate the facexlib parity fixtures (tests/fixtures/retinaface_parity.safetensors and
 bisenet_parity.safetensors) by running facexlib's own RetinaFace-ResNet50 and BiSeNet on seeded
-weights and inputs (tests/facexlib_data.py).
+weights and inputs (devkit/facexlib_data.py).
 
     python scripts/make_facexlib_fixtures.py --reference /path/to/facexlib-checkout
 
@@ -25,8 +25,8 @@ from safetensors.torch import save_file
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests import facexlib_data as fd  # noqa: E402
-from tests.parity_data import checksum  # noqa: E402
+from devkit import facexlib_data as fd  # noqa: E402
+from devkit.parity_data import checksum  # noqa: E402
 
 # The score threshold for the decoding reference: low enough that random weights give several
 # overlapping boxes, so NMS has work to do (the real pipeline uses 0.97).

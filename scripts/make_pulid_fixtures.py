@@ -4,7 +4,7 @@
     python scripts/make_pulid_fixtures.py --reference /path/to/PuLID
 
 It builds the official IDFormer, PerceiverAttentionCA and FLUX model at the tiny sizes of
-tests/parity_data.py, loads the seeded weights from there, runs them on the seeded inputs and writes
+devkit/parity_data.py, loads the seeded weights from there, runs them on the seeded inputs and writes
 
   tests/fixtures/pulid_parity.safetensors       IDFormer cond + uncond (all-zero inputs) output, one CA output
   tests/fixtures/flux_pulid_parity.safetensors  tiny FLUX forward: plain and with pulid_ca / id_weight,
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from face_migration.pulid.weights import expected_layout  # noqa: E402
-from tests import parity_data as pd  # noqa: E402
+from devkit import parity_data as pd  # noqa: E402
 
 
 def reference_commit(path: Path) -> str:

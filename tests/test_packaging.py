@@ -87,12 +87,12 @@ def test_readme_opens_with_install_and_test_commands_and_lists_every_model_file(
 # top-level file. Folders end with "/"; a file needs an extension or to live in .ci/, so that prefixes such
 # as the node category "face_migration/testing" or a module path such as "tests/x.func" are not taken
 # for files.
-REPO_PATH = re.compile(r"(?<![\w./-])((?:tests|scripts|benchmarks|workflows|docs|face_migration|nodes|\.ci)/"
+REPO_PATH = re.compile(r"(?<![\w./-])((?:tests|scripts|benchmarks|devkit|workflows|docs|face_migration|nodes|\.ci)/"
                        r"[\w.*/-]*|requirements(?:-test)?\.txt|pyproject\.toml)")
 FILE_EXTENSIONS = {"py", "json", "jpg", "png", "txt", "toml", "md", "safetensors", "onnx", "sh", "yaml", "pth", "pt"}
 PYTHON_MODULE = re.compile(r"python3?(?:\.exe)? -m ([\w.]+)")
 # Where commands and paths are written down for a user or CI to follow.
-DOCUMENTED = ["README.md", ".ci/run", "tests/**/*.py", "scripts/*.py", "benchmarks/*.py"]
+DOCUMENTED = ["README.md", ".ci/run", "tests/**/*.py", "scripts/*.py", "benchmarks/*.py", "devkit/*.py"]
 # The folder of shared material beside the project checkout: a user's clone has none.
 OUTSIDE = re.compile(r"\.\./shared\b|/work/shared\b|parents?\b[^\n]{0,40}[\"']shared[\"']\s*/")
 
@@ -116,11 +116,11 @@ def named_paths(text: str) -> set[str]:
 def test_path_finder_reads_prose_commands_and_code():
     text = ("Run `bash .ci/run` or python scripts/make_*_fixtures.py; see tests/fixtures/,\n"
             "workflows/flux1_dev_pulid.jpg. ComfyUI/custom_nodes/x/tests/y.py https://host/tests/z.py "
-            "CATEGORY = 'face_migration/testing' tests.workflow_validation.to_api and requirements-test.txt")
+            "CATEGORY = 'face_migration/testing' devkit.workflow_validation.to_api and requirements-test.txt")
     assert named_paths(text) == {".ci/run", "scripts/make_*_fixtures.py", "tests/fixtures/",
                                  "workflows/flux1_dev_pulid.jpg", "requirements-test.txt"}
     assert OUTSIDE.search('REPO.parent / "shared" / "comfyui"') and OUTSIDE.search("see ../shared/x")
-    assert not OUTSIDE.search("tests/parity_data.py: weights shared by the fixtures")
+    assert not OUTSIDE.search("devkit/parity_data.py: weights shared by the fixtures")
 
 
 @pytest.mark.parametrize("doc", documented_files(), ids=lambda f: str(f.relative_to(ROOT)))
@@ -148,7 +148,7 @@ def test_nothing_reads_material_from_beside_the_repository():
     """Tests, scripts, benchmarks and CI use only what is in the repository (a user's clone has nothing
     beside it)."""
     offenders = []
-    for folder in ("tests", "scripts", "benchmarks", ".ci"):
+    for folder in ("tests", "scripts", "benchmarks", "devkit", ".ci"):
         for path in sorted((ROOT / folder).rglob("*")):
             binary = path.suffix in {".safetensors", ".onnx", ".jpg", ".png", ".pyc"}
             if path.is_file() and not binary and path != pathlib.Path(__file__).resolve():  # this file: the patterns
@@ -156,6 +156,14 @@ def test_nothing_reads_material_from_beside_the_repository():
                     if OUTSIDE.search(line):
                         offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_scripts_and_benchmarks_do_not_import_from_tests():
+    """What scripts and benchmarks share with the tests lives in devkit/, never in tests/."""
+    importing_tests = re.compile(r"^\s*(?:from tests\b|import tests\b)", re.MULTILINE)
+    offenders = [str(path.relative_to(ROOT)) for folder in ("scripts", "benchmarks", "devkit")
+                 for path in sorted((ROOT / folder).glob("*.py")) if importing_tests.search(path.read_text())]
+    assert not offenders, offenders
 
 
 def test_no_code_of_the_pack_assigns_forward_orig():

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from face_migration.catalog import BY_KEY, MODEL_FILES
-from tests.workflow_validation import (CONTROL_VALUES, PACK_SCHEMAS, assert_valid, catalogue_names, input_specs,
+from devkit.workflow_validation import (CONTROL_VALUES, PACK_SCHEMAS, assert_valid, catalogue_names, input_specs,
                                        load_schemas, nodes_in_group, note_text, output_node_ids, to_api, validate,
                                        widget_slots)
 

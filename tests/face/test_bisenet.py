@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from face_migration.errors import ModelFileError
 from face_migration.face import bisenet as bs
-from tests import facexlib_data as fd
+from devkit import facexlib_data as fd
 
 TINY = bs.BiSeNetConfig(num_class=19, width=8, context=16, fuse=32, head=16, aux_head=8)
 

@@ -7,7 +7,7 @@ import torch
 
 from face_migration.face import bisenet as bs
 from face_migration.face import retinaface as rf
-from tests import facexlib_data as fd
+from devkit import facexlib_data as fd
 
 
 def _filled(model: torch.nn.Module) -> torch.nn.Module:

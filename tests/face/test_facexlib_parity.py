@@ -1,7 +1,7 @@
 """Our RetinaFace-ResNet50 and BiSeNet against facexlib's, on the same seeded weights and inputs.
 
 The fixtures hold facexlib's outputs (scripts/make_facexlib_fixtures.py); here the full-size networks
-are built with the same weights (tests/facexlib_data.py) and run once on the same small inputs."""
+are built with the same weights (devkit/facexlib_data.py) and run once on the same small inputs."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ from safetensors import safe_open
 
 from face_migration.face import bisenet as bs
 from face_migration.face import retinaface as rf
-from tests import facexlib_data as fd
-from tests.parity_data import checksum
+from devkit import facexlib_data as fd
+from devkit.parity_data import checksum
 
 RTOL = 1e-5  # max |ours - facexlib| relative to max |facexlib|, fp32
 

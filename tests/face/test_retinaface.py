@@ -13,7 +13,7 @@ from face_migration.errors import ModelFileError
 from face_migration.face import bisenet as bs
 from face_migration.face import pipeline
 from face_migration.face import retinaface as rf
-from tests import facexlib_data as fd
+from devkit import facexlib_data as fd
 
 TINY = rf.RetinaFaceConfig(width=8, blocks=(1, 2, 1, 1), fpn_channels=16)
 H = W = 64  # crafted outputs: 8x8, 4x4, 2x2 cells x 2 anchors = 168 priors

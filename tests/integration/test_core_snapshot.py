@@ -4,7 +4,7 @@ dependency was missing when it was written, such as the audio nodes without torc
 import copy
 import json
 
-from tests.workflow_validation import CORE_SCHEMAS, input_specs, model_file_folder
+from devkit.workflow_validation import CORE_SCHEMAS, input_specs, model_file_folder
 
 REFRESH = "re-run scripts/dump_pack_object_info.py --core --comfyui PATH"
 

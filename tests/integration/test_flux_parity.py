@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from face_migration.injection import Injection, PulidBlockPatch, PulidCallWrapper, StepRange, block_patches
 from face_migration.pulid.identity import PulidIdentity
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
-from tests import parity_data as pd
+from devkit import parity_data as pd
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set (needs a ComfyUI checkout)")
@@ -60,7 +60,7 @@ def flux(fixture):
     model = flux_cls(operations=ops, out_channels=p["in_channels"], patch_size=2, dtype=torch.float32, **p).eval()
     sd = pd.state_dict_for({k: tuple(v.shape) for k, v in model.state_dict().items()})
     assert pd.checksum(sd) == pytest.approx(json.loads(meta["flux_checksum"]), rel=1e-12), \
-        "ComfyUI's FLUX layout or tests/parity_data.py changed: rerun scripts/make_pulid_fixtures.py"
+        "ComfyUI's FLUX layout or devkit/parity_data.py changed: rerun scripts/make_pulid_fixtures.py"
     model.load_state_dict(sd, strict=True)
     return model.requires_grad_(False)
 

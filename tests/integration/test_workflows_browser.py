@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_validation import CORE_MODEL_COMBOS, PACK_MODEL_COMBOS, load_schemas, to_api, widget_slots
+from devkit.workflow_validation import CORE_MODEL_COMBOS, PACK_MODEL_COMBOS, load_schemas, to_api, widget_slots
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))

@@ -20,7 +20,7 @@ from PIL import Image
 
 from tests.remote.fake_moark import FakeMoArk, Reply
 from tests.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
-from tests.workflow_validation import (PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, nodes_in_group,
+from devkit.workflow_validation import (PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, nodes_in_group,
                                        to_api)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """Numerical parity of our IDFormer and CA modules with the official PuLID code (fp32, 1e-5 relative).
 
 The fixture holds the official outputs (scripts/make_pulid_fixtures.py); the weights are rebuilt from
-the seed in tests/parity_data.py and go through our loader from a real .safetensors file."""
+the seed in devkit/parity_data.py and go through our loader from a real .safetensors file."""
 import json
 
 import pytest
@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from face_migration.pulid.identity import identity_from_embeddings
 from face_migration.pulid.model import ca_block_placement
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
-from tests import parity_data as pd
+from devkit import parity_data as pd
 
 RTOL = 1e-5
 
@@ -30,7 +30,7 @@ def loaded(tmp_path_factory, fixture):
     _, meta = fixture
     sd = pd.state_dict_for(expected_layout(pd.PULID_CFG))
     assert pd.checksum(sd) == pytest.approx(float(meta["pulid_checksum"]), rel=1e-12), \
-        "tests/parity_data.py no longer makes the weights the fixture was made with: rerun make_pulid_fixtures.py"
+        "devkit/parity_data.py no longer makes the weights the fixture was made with: rerun make_pulid_fixtures.py"
     path = tmp_path_factory.mktemp("pulid") / "pulid_parity.safetensors"
     save_file(sd, str(path))
     return load_pulid_flux(str(path))

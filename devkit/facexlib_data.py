@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tests.parity_data import uniform
+from devkit.parity_data import uniform
 
 SEED = 20241107
 FIXTURES = "tests/fixtures"
