@@ -20,8 +20,8 @@ from PIL import Image
 
 from tests.remote.fake_moark import FakeMoArk, Reply
 from tests.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
-from devkit.workflow_validation import (PACK_SCHEMAS, input_specs, load_schemas, model_file_folder, nodes_in_group,
-                                       to_api)
+from devkit.workflow_validation import (PACK_SCHEMAS, USER_FILE_COMBOS, input_specs, load_schemas, model_file_folder,
+                                        nodes_in_group, to_api)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_VAE = "tiny_flux_ae.safetensors"
@@ -74,14 +74,14 @@ def tiny_vae(comfy):
 def test_pack_snapshot_matches_the_live_server(comfy):
     """tests/fixtures/object_info.pack.json is what this pack registers now (refresh it with
     scripts/dump_pack_object_info.py). Model-file lists show the files on disk, so their options are left
-    out of the comparison."""
+    out of the comparison, and so are the user's own files (identities saved by an earlier test)."""
     snapshot = json.loads(PACK_SCHEMAS.read_text())
     live = {k: {f: v for f, v in entry.items() if f != "python_module"}
             for k, entry in comfy.object_info().items() if k.startswith("FaceMigration_")}
     assert sorted(live) == sorted(snapshot), "node list changed: re-run scripts/dump_pack_object_info.py"
     for node_id, entry in live.items():
         for spec in input_specs(snapshot[node_id]):
-            if model_file_folder(node_id, spec) is not None:
+            if model_file_folder(node_id, spec) is not None or (node_id, spec.name) in USER_FILE_COMBOS:
                 for schema in (entry, snapshot[node_id]):
                     schema["input"]["required" if spec.required else "optional"][spec.name][1].pop("options", None)
         assert entry == snapshot[node_id], (f"{node_id} differs from tests/fixtures/object_info.pack.json: "
