@@ -1,5 +1,7 @@
 """A real photograph through the whole pipeline, with tiny random networks and tiny ONNX graphs that
 have antelopev2's interfaces. The SCRFD stand-in "sees a face" where the image is pure red."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from face_migration.face.detection import load_scrfd
 from face_migration.face.eva_clip import EvaVisionConfig, EvaVisionTower
 from face_migration.face.recognition import load_arcface
 from face_migration.face.retinaface import FaceDetections
+from face_migration.pulid.identity import identity_from_embeddings
 from face_migration.pulid.model import PulidConfig, PulidFlux
 
 EVA = EvaVisionConfig(width=64, layers=21, mlp_hidden=96, patch_size=14, image_size=56, embed_dim=768)
@@ -209,3 +212,97 @@ def test_face_similarity(models):
     assert "image 1: no face found" in text
     with pytest.raises(NoFaceError, match="reference image"):
         pipeline.face_similarities(models.detector, models.recognizer, np.zeros((64, 64, 3), np.uint8), [face])
+
+
+# Batched EVA: photos are prepared one by one, then EVA runs on chunks of at most EVA_BATCH of them.
+FIVE_FACES = [(200, 200), (300, 120), (100, 300), (350, 350), (120, 80)]
+
+
+class CountingEva(torch.nn.Module):
+    """The tiny EVA tower, recording the batch size of every forward."""
+
+    def __init__(self, eva):
+        super().__init__()
+        self.eva, self.cfg, self.batches = eva, eva.cfg, []
+
+    def forward(self, pixels):
+        self.batches.append(pixels.shape[0])
+        return self.eva(pixels)
+
+
+class Cancelled(Exception):
+    pass
+
+
+@pytest.fixture
+def counting(models):
+    return dataclasses.replace(models, eva=CountingEva(models.eva))
+
+
+@pytest.fixture
+def five_photos():
+    return [photo_with_face(x, y) for x, y in FIVE_FACES]
+
+
+def test_eva_runs_on_chunks_of_at_most_eva_batch_photos(counting, pulid, five_photos):
+    pipeline.encode_identity(counting, pulid, "fp", five_photos)
+    assert counting.eva.batches == [pipeline.EVA_BATCH, len(five_photos) - pipeline.EVA_BATCH]
+
+
+def test_batched_eva_equals_one_photo_at_a_time(models, pulid, five_photos, monkeypatch):
+    """Hidden states, heads and identity tokens of the chunked run match per-photo encode_reference."""
+    monkeypatch.setattr(pipeline, "EVA_BATCH", 2)
+    labels = [f"reference image {i}" for i in range(len(five_photos))]
+    alone = [pipeline.encode_reference(models, photo, label=label) for photo, label in zip(five_photos, labels)]
+    batched = pipeline.embed_references(models, [pipeline.prepare_reference(models, photo, label=label)
+                                                 for photo, label in zip(five_photos, labels)])
+    for one, many in zip(alone, batched, strict=True):
+        torch.testing.assert_close(many.id_vector, one.id_vector, atol=1e-5, rtol=1e-5)
+        for h_many, h_one in zip(many.vit_hidden, one.vit_hidden, strict=True):
+            torch.testing.assert_close(h_many, h_one, atol=1e-5, rtol=1e-5)
+        np.testing.assert_array_equal(many.preview, one.preview)
+        assert many.info == one.info
+    old = identity_from_embeddings(pulid, "fp", torch.stack([r.id_vector for r in alone]),
+                                   [torch.stack([r.vit_hidden[s] for r in alone]) for s in range(5)])
+    n, tokens, width = old.cond.shape
+    expected = {"mean": old.cond.mean(0, keepdim=True), "concat": old.cond.reshape(1, n * tokens, width),
+                "per image": old.cond}
+    for combine, cond in expected.items():
+        identity, _, _ = pipeline.encode_identity(models, pulid, "fp", five_photos, combine=combine)
+        torch.testing.assert_close(identity.cond, cond, atol=1e-5, rtol=1e-5)
+
+
+def test_cancel_before_a_chunk_stops_further_eva_runs(counting, pulid, five_photos, monkeypatch):
+    monkeypatch.setattr(pipeline, "EVA_BATCH", 2)
+    calls = []
+
+    def cancel_before_the_second_chunk():
+        calls.append(len(counting.eva.batches))
+        if len(calls) == len(five_photos) + 2:  # one check per photo, then one per chunk
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        pipeline.encode_identity(counting, pulid, "fp", five_photos, check_cancel=cancel_before_the_second_chunk)
+    assert counting.eva.batches == [2]
+    assert calls == [0] * (len(five_photos) + 1) + [1]  # photos are all prepared before EVA runs
+
+
+def test_progress_moves_monotonically_to_completion(counting, pulid, monkeypatch):
+    """Each photo counts once when prepared and once through EVA; a skipped photo needs no EVA pass."""
+    monkeypatch.setattr(pipeline, "EVA_BATCH", 2)
+    faceless = np.zeros((300, 400, 3), np.uint8)
+    photos = [photo_with_face(), faceless, photo_with_face(300, 120), photo_with_face(100, 300)]
+    progress = []
+    pipeline.encode_identity(counting, pulid, "fp", photos, skip_faceless=True,
+                             on_progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(1, 8), (2, 8), (3, 8), (4, 8), (7, 8), (8, 8)]
+
+
+def test_a_skipped_faceless_photo_has_a_preview_and_stays_out_of_eva(counting, pulid):
+    faceless = np.zeros((300, 400, 3), np.uint8)
+    photos = [photo_with_face(), faceless, photo_with_face(300, 120)]
+    identity, previews, info = pipeline.encode_identity(counting, pulid, "fp", photos, skip_faceless=True)
+    assert counting.eva.batches == [2] and identity.info["faces_used"] == 2
+    assert len(previews) == 3 and previews[1].shape == (512, 1024, 3)
+    assert not previews[1].any()  # a black photo, no box, and no EVA view
+    assert "reference image 1: skipped, no face" in info
