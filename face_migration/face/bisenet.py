@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import BY_KEY
+from .conv_fold import fold_batch_norms
 from .facexlib_weights import load_network
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,7 +48,7 @@ class ConvBNReLU(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        return F.relu_(self.bn(self.conv(x)))  # in place on the fresh output (see conv_fold.py)
 
 
 class BasicBlock(nn.Module):
@@ -61,8 +62,9 @@ class BasicBlock(nn.Module):
                            if stride != 1 or cin != cout else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+        y = self.bn2(self.conv2(F.relu_(self.bn1(self.conv1(x)))))
+        y += x if self.downsample is None else self.downsample(x)
+        return F.relu_(y)
 
 
 class ResNet18(nn.Module):
@@ -81,7 +83,7 @@ class ResNet18(nn.Module):
             cin = cout
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = F.max_pool2d(F.relu_(self.bn1(self.conv1(x))), 3, 2, 1)
         f8 = self.layer2(self.layer1(x))
         f16 = self.layer3(f8)
         return f8, f16, self.layer4(f16)
@@ -132,7 +134,7 @@ class FeatureFusionModule(nn.Module):
 
     def forward(self, spatial: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         feat = self.convblk(torch.cat([spatial, context], dim=1))
-        atten = torch.sigmoid(self.conv2(F.relu(self.conv1(_global_mean(feat)))))
+        atten = torch.sigmoid(self.conv2(F.relu_(self.conv1(_global_mean(feat)))))
         return feat * atten + feat
 
 
@@ -209,5 +211,6 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> BiSeNetConfig:
 
 def load_bisenet(path: str, ops=nn) -> BiSeNet:
     """Build BiSeNet from facexlib's parsing_bisenet.pth, checking every key and shape.
-    Returns the fp32 model on the CPU in eval mode. Raises ModelFileError naming the file and fix."""
-    return load_network(path, BY_KEY["bisenet"], config_from_shapes, BiSeNet, ops)
+    Returns the fp32 model on the CPU in eval mode, BatchNorms folded into the convolutions (conv_fold.py).
+    Raises ModelFileError naming the file and fix."""
+    return fold_batch_norms(load_network(path, BY_KEY["bisenet"], config_from_shapes, BiSeNet, ops))

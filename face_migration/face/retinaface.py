@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import BY_KEY
+from .conv_fold import fold_batch_norms
 from .facexlib_weights import load_network
 from .selection import box_iou
 
@@ -83,10 +84,12 @@ class Bottleneck(nn.Module):
                            if stride != 1 or cin != cout else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
+        # In place on buffers this block made (see conv_fold.py: fewer fresh buffers, fewer page faults).
+        y = F.relu_(self.bn1(self.conv1(x)))
+        y = F.relu_(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+        y += x if self.downsample is None else self.downsample(x)
+        return F.relu_(y)
 
 
 class ResNetBody(nn.Module):
@@ -111,7 +114,7 @@ class ResNetBody(nn.Module):
                 self.layer4[-1].bn3.num_features]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = F.max_pool2d(F.relu_(self.bn1(self.conv1(x))), 3, 2, 1)
         c2 = self.layer2(self.layer1(x))
         c3 = self.layer3(c2)
         return [c2, c3, self.layer4(c3)]
@@ -128,10 +131,10 @@ class FPN(nn.Module):
         self.merge2 = _conv_bn(ops, cout, cout, 3)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        act = lambda t: F.leaky_relu(t, self.leaky)  # noqa: E731 (leaky 0 == ReLU)
+        act = lambda t: F.leaky_relu_(t, self.leaky)  # noqa: E731 (leaky 0 == ReLU; in place on fresh outputs)
         o1, o2, o3 = act(self.output1(feats[0])), act(self.output2(feats[1])), act(self.output3(feats[2]))
-        o2 = act(self.merge2(o2 + F.interpolate(o3, size=o2.shape[2:], mode="nearest")))
-        o1 = act(self.merge1(o1 + F.interpolate(o2, size=o1.shape[2:], mode="nearest")))
+        o2 = act(self.merge2(o2.add_(F.interpolate(o3, size=o2.shape[2:], mode="nearest"))))
+        o1 = act(self.merge1(o1.add_(F.interpolate(o2, size=o1.shape[2:], mode="nearest"))))
         return [o1, o2, o3]
 
 
@@ -148,9 +151,9 @@ class SSH(nn.Module):
         self.conv7x7_3 = _conv_bn(ops, cout // 4, cout // 4, 3)  # lower-case x as in the weight file
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b5 = F.leaky_relu(self.conv5X5_1(x), self.leaky)
-        b7 = F.leaky_relu(self.conv7X7_2(b5), self.leaky)
-        return F.relu(torch.cat([self.conv3X3(x), self.conv5X5_2(b5), self.conv7x7_3(b7)], dim=1))
+        b5 = F.leaky_relu_(self.conv5X5_1(x), self.leaky)
+        b7 = F.leaky_relu_(self.conv7X7_2(b5), self.leaky)
+        return F.relu_(torch.cat([self.conv3X3(x), self.conv5X5_2(b5), self.conv7x7_3(b7)], dim=1))
 
 
 class _Head(nn.Module):
@@ -311,5 +314,6 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> RetinaFaceConfig:
 
 def load_retinaface(path: str, ops=nn) -> RetinaFace:
     """Build RetinaFace from facexlib's detection_Resnet50_Final.pth, checking every key and shape.
-    Returns the fp32 model on the CPU in eval mode. Raises ModelFileError naming the file and fix."""
-    return load_network(path, BY_KEY["retinaface_resnet50"], config_from_shapes, RetinaFace, ops)
+    Returns the fp32 model on the CPU in eval mode, BatchNorms folded into the convolutions (conv_fold.py).
+    Raises ModelFileError naming the file and fix."""
+    return fold_batch_norms(load_network(path, BY_KEY["retinaface_resnet50"], config_from_shapes, RetinaFace, ops))

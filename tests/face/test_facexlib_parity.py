@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from face_migration.face import bisenet as bs
 from face_migration.face import retinaface as rf
+from face_migration.face.conv_fold import fold_batch_norms
 from devkit import facexlib_data as fd
 from devkit.parity_data import checksum
 
@@ -30,7 +31,7 @@ def _seeded(model: torch.nn.Module, meta: dict[str, str]) -> torch.nn.Module:
     assert checksum(sd) == pytest.approx(float(meta["weights_checksum"]), rel=1e-12), \
         "the seeded weights changed: regenerate the fixtures"
     model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval()
+    return fold_batch_norms(model.eval())  # as the loaders hand the networks to the pipeline
 
 
 def _rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:

@@ -124,7 +124,7 @@ def test_load_reads_sizes_from_shapes_and_strips_module_prefix(tmp_path, prefix)
     with torch.no_grad():
         ours = model(rf.to_network_input(image, "cpu", torch.float32))
     for a, b in zip(ours, _reference_outputs(state, image)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # BatchNorms folded: equal up to rounding
 
 
 def test_load_accepts_files_without_batchnorm_counters(tmp_path):
