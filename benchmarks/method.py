@@ -9,6 +9,8 @@
 - A verdict is "inconclusive", never a pass, when the spread is larger than the effect, or when the result
   is physically impossible (a variant that does strictly more work coming out faster than its base by
   more than the spread).
+- A target below the work's floor on this machine (its FLOPs at the fastest rate measured there: the matmul
+  rate, or a faster stage of the same run) is "unreachable": no change that keeps the computation meets it.
 
 Scripts import this module by path (benchmarks/ is not a package); the tests import it the same way.
 """
@@ -26,6 +28,7 @@ INCONCLUSIVE = "inconclusive"
 PASS = "pass"
 FAIL = "fail"
 RESOLVED = "resolved"
+UNREACHABLE = "unreachable"
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 8) -> float:
@@ -112,13 +115,22 @@ class Verdict:
         return f"{self.outcome.upper()}: {self.reason}"
 
 
-def judge(effect: Spread, target: float | None = None, more_work: bool = True) -> Verdict:
+def judge(effect: Spread, target: float | None = None, more_work: bool = True,
+          floor: float | None = None) -> Verdict:
     """Judge a relative effect (ratio - 1 per round: median, min, max).
 
     more_work: the variant does strictly more work than its base, so a clearly negative effect is a
     measurement artefact. target: the largest acceptable effect; without one, the verdict only says whether
-    the effect is resolved from zero."""
+    the effect is resolved from zero. floor: the smallest effect the work allows on this machine (see
+    flop_floor); a target below it is UNREACHABLE whatever was measured."""
     half = effect.half_width
+    if floor is not None and effect.median < floor - half:
+        return Verdict(INCONCLUSIVE, f"impossible: {100 * effect.median:+.2f} % is below the floor "
+                                     f"{100 * floor:+.2f} % by more than the spread (±{100 * half:.2f} %)")
+    if floor is not None and target is not None and floor > target:
+        return Verdict(UNREACHABLE, f"the target {100 * target:+.2f} % is below the floor {100 * floor:+.2f} % "
+                                    f"the machine's fastest measured rate allows (measured {100 * effect.median:+.2f} % "
+                                    f"± {100 * half:.2f})")
     if more_work and effect.median < -half:
         return Verdict(INCONCLUSIVE, f"impossible: the variant does more work yet came out "
                                      f"{-100 * effect.median:.2f} % faster, beyond the spread (±{100 * half:.2f} %)")
@@ -134,6 +146,11 @@ def judge(effect: Spread, target: float | None = None, more_work: bool = True) -
     if half >= abs(effect.median):
         return Verdict(INCONCLUSIVE, f"the spread ±{100 * half:.2f} % exceeds the effect {100 * effect.median:+.2f} %")
     return Verdict(RESOLVED, f"{100 * effect.median:+.2f} % ± {100 * half:.2f}")
+
+
+def flop_floor(flops: float, gflops: float) -> float:
+    """The fewest seconds `flops` of arithmetic take at `gflops` (the fastest rate measured on the machine)."""
+    return flops / (gflops * 1e9)
 
 
 @dataclass(frozen=True)
@@ -159,8 +176,8 @@ class Comparison:
     def extra_seconds(self) -> Spread:
         return Spread.of([v - b for b, v in zip(self.base, self.variant)])
 
-    def verdict(self, target: float | None = None, more_work: bool = True) -> Verdict:
-        return judge(self.effect, target, more_work)
+    def verdict(self, target: float | None = None, more_work: bool = True, floor: float | None = None) -> Verdict:
+        return judge(self.effect, target, more_work, floor)
 
     def line(self, label: str, machine: Machine, per: str = "step") -> str:
         extra, ratio = self.extra_seconds, self.ratio

@@ -54,3 +54,21 @@ def test_paired_rounds_alternate_the_order():
                                  rounds=4, warmup=1)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]
     assert len(times["a"]) == len(times["b"]) == 4
+
+
+def test_target_below_the_machines_floor_is_unreachable_whatever_was_measured():
+    assert method.flop_floor(150e9, 100.0) == pytest.approx(1.5)
+    # 227 GFLOP cannot run in 1.5 s at 128 GFLOP/s: the floor is +18 % over the target, even if a lucky
+    # round measured less
+    floor = 227e9 / 128e9 / 1.5 - 1
+    verdict = method.judge(method.Spread(0.2, 0.17, 0.25), target=0.0, more_work=False, floor=floor)
+    assert verdict.outcome == method.UNREACHABLE and "+18.23 %" in verdict.reason
+    # a figure below the floor by more than its spread is a disturbed run, not a result
+    below = method.judge(method.Spread(-0.05, -0.06, -0.04), target=0.0, more_work=False, floor=floor)
+    assert below.outcome == method.INCONCLUSIVE and "below the floor" in below.reason
+    # a floor under the target leaves the ordinary verdicts
+    assert method.judge(method.Spread(-0.05, -0.06, -0.04), target=0.0, more_work=False,
+                        floor=-0.2).outcome == method.PASS
+    c = comparison([10.0] * 4, [1.30, 1.31, 1.29, 1.30])
+    assert c.verdict(target=0.15, floor=0.25).outcome == method.UNREACHABLE
+    assert c.verdict(target=0.15, floor=0.05).outcome == method.FAIL
