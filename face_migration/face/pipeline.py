@@ -37,8 +37,8 @@ MAX_EDGE = 1024
 SAME_FACE_MIN_IOU = 0.4
 ARCFACE_DIM = 512  # the raw ArcFace embedding leads the IDFormer input vector
 COMBINE_MODES = ("mean", "concat", "per image")  # per image: identity i for image i of the sampled batch
-# EVA runs on at most this many prepared photos at once. Batching shares the weight reads (about 4 % less
-# CPU time per photo measured); the bound keeps peak memory in check (each photo adds 5 hidden states of
+# EVA runs on at most this many prepared photos at once. Batching shares the weight reads across photos
+# (issue 13 measured about 4 % less CPU time per photo); the bound keeps peak memory in check (each photo adds 5 hidden states of
 # 577 x 1024 plus the tower's activations) and lets a cancel between chunks stop a long encode early.
 EVA_BATCH = 4
 
