@@ -20,7 +20,8 @@ load: the time of each, the ratio encode / EVA alone (target <= 1.15), RetinaFac
 measured in the run, the matmul's or a stage's; for the ratio, every stage but EVA at that rate); then per stage, as the pipeline runs them: time, FLOPs and
 achieved GFLOP/s, system time and page faults (resource.getrusage). The IDFormer runs the cond pass only:
 its uncond tokens are cached per model after the first encode. --layouts adds RetinaFace and BiSeNet with
-contiguous (NCHW) against channels-last inputs, the layout the pack uses on the CPU.
+contiguous (NCHW) against channels-last inputs, the layout the pack uses on the CPU. --references N adds one
+encode of N photos (EVA in batches of pipeline.EVA_BATCH), compared per photo with the one-photo encode.
 
     python benchmarks/bench_encode_cpu.py                        # CPU, 2 threads
     python benchmarks/bench_encode_cpu.py --allocator thp        # torch's huge-page CPU buffers (see README)
@@ -56,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--photo-size", type=int, default=1024, help="square photo side in pixels (default 1024)")
     ap.add_argument("--rounds", type=int, default=10, help="paired rounds after one warm-up (default 10)")
     ap.add_argument("--layouts", action="store_true", help="also compare NCHW and channels-last convolutions")
+    ap.add_argument("--references", type=int, default=1,
+                    help="also encode this many photos in one call (EVA in batches), compared per photo")
     return ap.parse_args()
 
 
@@ -229,12 +232,15 @@ def main() -> int:
     image = limit_long_edge(photo, pipeline.MAX_EDGE)
     eva_pixels = torch.rand(1, 3, 336, 336).to(device, dtype)
 
-    def encode(mode):
-        return lambda: pipeline.encode_identity(models[mode], pulid, "bench", [photo], encoder_dtype=dtype)
+    def encode(mode, photos=1):
+        return lambda: pipeline.encode_identity(models[mode], pulid, "bench", [photo] * photos, encoder_dtype=dtype)
 
     cases = {"encode, fast alignment": encode("fast"), "encode, official alignment": encode("official"),
              "EVA02-CLIP-L alone": lambda: models["fast"].eva(eva_pixels),
              "RetinaFace alone": lambda: detect_faces(models["official"].landmarker, image)}
+    several = f"encode, fast, {args.references} photos"
+    if args.references > 1:
+        cases[several] = encode("fast", args.references)
     if args.layouts:
         retina_x = to_network_input(image, device, torch.float32)
         bisenet_x = normalize(torch.rand(1, 3, 512, 512, device=device))
@@ -281,6 +287,10 @@ def main() -> int:
           f"{fastest:.0f} GFLOP/s); measured {spread_text(times['RetinaFace alone'])} s")
     method.print_verdict(f"RetinaFace <= {TARGET_RETINAFACE_S} s", method.judge(
         retina, target=0.0, more_work=False, floor=retina_floor_s / TARGET_RETINAFACE_S - 1))
+    if args.references > 1:
+        batched = method.Comparison(times["encode, fast alignment"], [t / args.references for t in times[several]])
+        print("  " + batched.line(f"{args.references} photos in one encode vs one, per photo", machine, per="photo"))
+        method.print_verdict(f"{args.references} photos per encode, per photo", batched.verdict(more_work=False))
     if args.layouts:
         for name in ("RetinaFace", "BiSeNet"):
             c = method.Comparison(times[f"{name} net, NCHW"], times[f"{name} net, channels-last"])
