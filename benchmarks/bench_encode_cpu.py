@@ -17,8 +17,9 @@ Paired rounds (benchmarks/method.py): encode with the fast alignment, with the o
 alignment, the EVA tower alone and RetinaFace alone. Printed with their spread, the machine's matmul rate and
 load: the time of each, the ratio encode / EVA alone (target <= 1.15), RetinaFace against its target
 (<= 1.5 s on 2 cores), each with its floor on this machine (method.flop_floor: the FLOPs at the fastest rate
-measured in the run, the matmul's or a stage's; for the ratio, every stage but EVA at that rate); then per stage, as the pipeline runs them: time, FLOPs and
-achieved GFLOP/s, system time and page faults (resource.getrusage). The IDFormer runs the cond pass only:
+measured in the run, the matmul's or a stage's; for the ratio, every stage but EVA at that rate); then per
+stage, as the pipeline runs them: time, FLOPs and achieved GFLOP/s, system time and page faults
+(resource.getrusage). The IDFormer runs the cond pass only:
 its uncond tokens are cached per model after the first encode. --layouts adds RetinaFace and BiSeNet with
 contiguous (NCHW) against channels-last inputs, the layout the pack uses on the CPU. --references N adds one
 encode of N photos (EVA in batches of pipeline.EVA_BATCH), compared per photo with the one-photo encode.
@@ -38,7 +39,8 @@ import os
 import sys
 
 # Read once, at start-up. glibc: buffers up to 32 MiB from the heap and no trimming, so freed activation
-# buffers are reused instead of returned to the kernel and faulted in again. torch: CPU buffers of 2 MiB and
+# buffers are reused instead of returned to the kernel and faulted in again (this helps the main thread only:
+# a worker thread's large buffers are fresh mappings either way, measured in the README). torch: CPU buffers of 2 MiB and
 # more aligned to, and advised as, transparent huge pages (one fault per 2 MiB instead of per 4 KiB, where
 # /sys/kernel/mm/transparent_hugepage/enabled says "madvise" or "always").
 GLIBC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2 ** 20), "MALLOC_TRIM_THRESHOLD_": str(2 ** 40)}
