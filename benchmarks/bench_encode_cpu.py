@@ -40,9 +40,9 @@ import sys
 
 # Read once, at start-up. glibc: buffers up to 32 MiB from the heap and no trimming, so freed activation
 # buffers are reused instead of returned to the kernel and faulted in again (this helps the main thread only:
-# a worker thread's large buffers are fresh mappings either way, measured in the README). torch: CPU buffers of 2 MiB and
-# more aligned to, and advised as, transparent huge pages (one fault per 2 MiB instead of per 4 KiB, where
-# /sys/kernel/mm/transparent_hugepage/enabled says "madvise" or "always").
+# a worker thread's large buffers are fresh mappings either way, measured in the README). torch: CPU buffers
+# of 2 MiB and more aligned to, and advised as, transparent huge pages (one fault per 2 MiB instead of per
+# 4 KiB, where /sys/kernel/mm/transparent_hugepage/enabled says "madvise" or "always").
 GLIBC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2 ** 20), "MALLOC_TRIM_THRESHOLD_": str(2 ** 40)}
 THP = {"THP_MEM_ALLOC_ENABLE": "1"}
 ALLOCATORS = {"default": {}, "glibc": GLIBC, "thp": THP, "glibc+thp": {**GLIBC, **THP}}

@@ -129,8 +129,8 @@ def judge(effect: Spread, target: float | None = None, more_work: bool = True,
                                      f"{100 * floor:+.2f} % by more than the spread (±{100 * half:.2f} %)")
     if floor is not None and target is not None and floor > target:
         return Verdict(UNREACHABLE, f"the target {100 * target:+.2f} % is below the floor {100 * floor:+.2f} % "
-                                    f"the machine's fastest measured rate allows (measured {100 * effect.median:+.2f} % "
-                                    f"± {100 * half:.2f})")
+                                    f"the machine's fastest measured rate allows "
+                                    f"(measured {100 * effect.median:+.2f} % ± {100 * half:.2f})")
     if more_work and effect.median < -half:
         return Verdict(INCONCLUSIVE, f"impossible: the variant does more work yet came out "
                                      f"{-100 * effect.median:.2f} % faster, beyond the spread (±{100 * half:.2f} %)")
