@@ -1,6 +1,7 @@
 """Shared pieces of the ComfyUI adapter: socket types, model folders, log prefix."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Callable, TypeVar
@@ -26,6 +27,14 @@ PulidId = io.Custom("PULID_ID")
 # ComfyUI model folders this pack reads (clip already exists in core): name -> default sub-folder of models/.
 MODEL_FOLDERS = {"pulid": "pulid", "insightface": "insightface", "facexlib": "facexlib",
                  "pulid_identities": "pulid_identities"}  # saved face identities (Save / Load Identity)
+
+
+def schema_extras(**options) -> dict:
+    """io.Schema keywords that only newer ComfyUI versions know (has_intermediate_output, search_aliases: 0.33
+    has them, 0.3.64 does not): the ones the running ComfyUI's Schema has, so one node definition loads on
+    every supported version and gets each feature where it exists."""
+    known = {field.name for field in dataclasses.fields(io.Schema)}
+    return {name: value for name, value in options.items() if name in known}
 
 
 def register_model_folders() -> None:
