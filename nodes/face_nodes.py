@@ -21,7 +21,7 @@ from ..face_migration.face.recognition import load_arcface
 from ..face_migration.face.retinaface import load_retinaface
 from ..face_migration.face.selection import FACE_ORDERS
 from .common import (CATEGORY, PulidId, PulidModel, check_file_choice, find_catalog_file, folder_hint, load_cached,
-                     managed, model_choices, resolve_model_file)
+                     managed, model_choices, resolve_model_file, schema_extras)
 
 FaceAnalysis = io.Custom("FACE_MIGRATION_FACE_ANALYSIS")
 EvaClip = io.Custom("FACE_MIGRATION_EVA_CLIP")
@@ -181,6 +181,10 @@ class EncodeFace(io.ComfyNode):
                 io.Boolean.Input("skip_faceless", default=False,
                                  tooltip="On: photos without a face are skipped (as long as one has a face). "
                                          "Off: such a photo stops the run with an error naming it."),
+                io.Boolean.Input("show_preview", default=True, optional=True,
+                                 tooltip="On: the preview is also shown on this node (a file in ComfyUI's temp "
+                                         "folder). Off: nothing of the photos is written to disk; the self-hosted "
+                                         "API turns it off for its clients' photos."),
             ],
             outputs=[
                 PulidId.Output(display_name="pulid_id", tooltip="The face identity, for Apply PuLID-FLUX."),
@@ -189,11 +193,13 @@ class EncodeFace(io.ComfyNode):
                                         "aligned, parsed grey crop EVA-CLIP sees."),
                 io.String.Output(display_name="info", tooltip="Faces found, which one was used, scores."),
             ],
+            # 0.33 shows a cached node's preview again only for nodes marked so (0.3.64 always did).
+            **schema_extras(has_intermediate_output=True),
         )
 
     @classmethod
     def execute(cls, image, face_analysis, eva_clip, face_parsing, pulid_model, face_order, face_index,
-                combine, skip_faceless):
+                combine, skip_faceless, show_preview=True):
         device = comfy.model_management.get_torch_device()
         dtype = compute_dtype(device)
         comfy.model_management.load_models_gpu([eva_clip.patcher, face_parsing.patcher, pulid_model.encoder_patcher])
@@ -207,7 +213,7 @@ class EncodeFace(io.ComfyNode):
             skip_faceless, encoder_dtype=dtype, on_progress=lambda done, total: progress.update_absolute(done, total),
             check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
         preview = torch.from_numpy(np.stack(previews)).float() / 255.0
-        return io.NodeOutput(identity, preview, info, ui=ui.PreviewImage(preview, cls=cls))
+        return io.NodeOutput(identity, preview, info, ui=ui.PreviewImage(preview, cls=cls) if show_preview else None)
 
 
 class FaceSimilarity(io.ComfyNode):

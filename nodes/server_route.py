@@ -2,8 +2,9 @@
 
 POST /face-migration/v1/images/face-migration (and /v1/images/face-migration itself when
 FACE_MIGRATION_API_HOSTED_PATH=1) takes the hosted multipart request, fills the API template of the
-request's model, and queues it exactly as POST /prompt does (the same on_prompt handlers, validation and
-queue), so it shares the GPU, the model cache, the progress bar and Cancel with the UI. The API Result
+request's model, and queues it through this server's own POST /prompt (on the address it listens on), so
+it is validated and queued exactly as that ComfyUI version queues any prompt and shares the GPU, the model
+cache, the progress bar, Cancel and the queue and history panels with the UI. The API Result
 node at the end of the template hands the image back in memory. Wire format, access rules and templates
 live in face_migration.selfhost; this module only connects them to aiohttp and the prompt queue."""
 from __future__ import annotations
@@ -12,11 +13,11 @@ import asyncio
 import io as bytes_io
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
-import comfy.model_management
-import execution
+import aiohttp
 import folder_paths
 import numpy as np
 from aiohttp import BodyPartReader, web
@@ -42,12 +43,19 @@ MAX_QUEUE_ENV = "FACE_MIGRATION_API_MAX_QUEUE"
 DEFAULT_MAX_QUEUE = 8
 TEMP_SUBFOLDER = "face_migration_api"
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "api_templates"
-CHECK_INTERVAL_S = 0.05  # how often a waiting request looks for errors, cancels and a client gone
+CHECK_INTERVAL_S = 0.05  # how often a waiting request looks for its images and a client gone
+STATUS_INTERVAL_S = 0.25  # how often it asks the server whether its prompt ended without images
+OWN_API_TIMEOUT_S = 30
+FORGET_WAIT_S = 3600  # a cancelled prompt still running is waited for this long before its files are removed
+FORGET_POLL_S = 0.5
+ENCODE_FACE_NODE = "FaceMigration_EncodeFace"
 TRUE_WORDS = ("1", "true", "yes", "on")
 
 MAILBOX = Mailbox()
+FORGETTING: set[asyncio.Future] = set()
 _catalog: TemplateCatalog | None = None
 _registered = False
+_session: aiohttp.ClientSession | None = None
 
 
 class ApiResult(io.ComfyNode):
@@ -112,7 +120,6 @@ def catalog() -> TemplateCatalog:
 async def handle(request: web.Request) -> web.StreamResponse:
     from server import PromptServer
 
-    server = PromptServer.instance
     request_id = uuid.uuid4().hex
     upload = None
     try:
@@ -126,7 +133,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         upload.write_bytes(api_request.image)
         image_value = f"{TEMP_SUBFOLDER}/{upload.name} [temp]"  # LoadImage's name for a temp-folder file
         prompt = fill(template, request_values(api_request.params, image_value, request_id))
-        images = await run_prompt(server, request, prompt, request_id, api_request.params.model)
+        api = OwnApi(PromptServer.instance, own_session())
+        images = await run_prompt(api, request, prompt, request_id, api_request.params.model)
         return web.json_response(image_answer(images))
     except ApiRequestError as error:
         status, body = error_answer(error)
@@ -135,6 +143,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         MAILBOX.close(request_id)
         if upload is not None:
             upload.unlink(missing_ok=True)
+
+
+def own_session() -> aiohttp.ClientSession:
+    """One client session for the route's calls to its own server, made on the server's event loop."""
+    global _session
+    if _session is None or _session.closed:
+        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OWN_API_TIMEOUT_S))
+    return _session
 
 
 async def read_form(request: web.Request) -> tuple[dict[str, list[str]], dict[str, list[bytes]]]:
@@ -172,64 +188,149 @@ def max_queue() -> int:
         return DEFAULT_MAX_QUEUE
 
 
-async def run_prompt(server, request: web.Request, prompt: dict, request_id: str, model: str) -> list[bytes]:
-    """Queue the prompt as POST /prompt does and wait for its images; cancel it if the client goes."""
-    queue = server.prompt_queue
-    prompt_id = str(uuid.uuid4())
-    prompt = server.trigger_on_prompt({"prompt": prompt, "prompt_id": prompt_id})["prompt"]
-    valid = await execution.validate_prompt(prompt_id, prompt, None)
-    if not valid[0]:
-        raise unavailable(valid[3], model, valid[1])
-    waiting = queue.get_tasks_remaining()
+class OwnApi:
+    """This ComfyUI's own public HTTP API, reached on the address it listens on. The route queues, watches,
+    cancels and forgets its prompts as any client of /prompt does, so what it queues is exactly what the
+    running version's /prompt queues (0.33 adds a sixth queue entry and extra_data["create_time"]; a later
+    version may add more) and the UI's queue and history panels list its jobs beside the user's own."""
+
+    def __init__(self, server, session: aiohttp.ClientSession):
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(server.address, server.address)
+        scheme = "https" if args.tls_keyfile and args.tls_certfile else "http"
+        self.base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{server.port}"
+        self.session = session
+
+    async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+        try:
+            # ssl=False: the only peer is this process, whose own (often self-signed) certificate it is.
+            async with self.session.request(method, self.base + path, json=body, ssl=False) as response:
+                data = await response.json(content_type=None) if response.content_length != 0 else None
+                return response.status, data
+        except (aiohttp.ClientError, ValueError) as exc:
+            logger.error("%s self-hosted API: ComfyUI's own %s %s failed: %s", LOG_PREFIX, method, path, exc)
+            raise ApiUnavailableError("this server could not queue the prompt on itself; see its log") from None
+
+    async def queue(self, prompt: dict, model: str) -> str:
+        status, answer = await self.call("POST", "/prompt", {"prompt": prompt})
+        if status == 200 and isinstance(answer, dict) and "prompt_id" in answer:
+            return answer["prompt_id"]
+        answer = answer if isinstance(answer, dict) else {}
+        if status == 400:
+            raise unavailable(answer.get("node_errors") or {}, model, answer.get("error") or {})
+        logger.error("%s self-hosted API: POST /prompt answered %s: %s", LOG_PREFIX, status, answer)
+        raise ApiUnavailableError(f"this server's /prompt answered {status}; see its log")
+
+    async def waiting(self) -> int:
+        _, info = await self.call("GET", "/prompt")
+        return int(info["exec_info"]["queue_remaining"]) if isinstance(info, dict) else 0
+
+    async def history(self, prompt_id: str) -> dict | None:
+        _, entries = await self.call("GET", f"/history/{prompt_id}")
+        return entries.get(prompt_id) if isinstance(entries, dict) else None
+
+    async def queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or waiting. Any entry of an item equal to the id counts, so the
+        position of the id in a queue item does not matter."""
+        _, queue = await self.call("GET", "/queue")
+        items = [*queue.get("queue_running", []), *queue.get("queue_pending", [])] if isinstance(queue, dict) else []
+        return any(prompt_id in item for item in items if isinstance(item, list))
+
+    async def finished_status(self, prompt_id: str) -> dict | None:
+        """The history status of a finished prompt; a synthetic error when it left the queue without running
+        (deleted from the queue in the UI); None while it waits or runs. History is read before and after
+        the queue, so a prompt finishing in between is not taken for a deleted one."""
+        for attempt in range(2):
+            entry = await self.history(prompt_id)
+            if entry is not None:
+                return entry.get("status") or {"messages": []}
+            if attempt == 0 and await self.queued(prompt_id):
+                return None
+        return {"messages": [("execution_interrupted", {"removed": True})]}
+
+    async def cancel(self, prompt_id: str) -> None:
+        """Out of the queue if it waits, interrupted if it runs (both ask by id, so no other prompt is hit)."""
+        await self.call("POST", "/queue", {"delete": [prompt_id]})
+        await self.call("POST", "/interrupt", {"prompt_id": prompt_id})
+        logger.info("%s API request gone: its prompt %s was cancelled", LOG_PREFIX, prompt_id)
+
+    async def forget(self, prompt_id: str) -> None:
+        """Once the prompt has ended: delete every temp image its nodes showed (a user template may hold a
+        preview node) and then its history entry, which would only list deleted files. A prompt whose
+        history holds no images stays listed in the UI's history panel."""
+        try:
+            await self._forget(prompt_id)
+        except ApiRequestError:  # already logged by call(); a later request's forget may still clean up
+            pass
+
+    async def _forget(self, prompt_id: str) -> None:
+        deadline = time.monotonic() + FORGET_WAIT_S
+        entry = await self.history(prompt_id)
+        while entry is None and await self.queued(prompt_id) and time.monotonic() < deadline:
+            await asyncio.sleep(FORGET_POLL_S)
+            entry = await self.history(prompt_id)
+        entry = entry or await self.history(prompt_id)
+        shown = [image for output in (entry or {}).get("outputs", {}).values() if isinstance(output, dict)
+                 for image in output.get("images", []) if isinstance(image, dict)]
+        for image in shown:
+            delete_shown_file(image)
+        if shown:
+            await self.call("POST", "/history", {"delete": [prompt_id]})
+
+
+def delete_shown_file(image: dict) -> None:
+    """A file a node showed ({"filename", "subfolder", "type"}), removed if it lies inside temp or output."""
+    roots = {"temp": folder_paths.get_temp_directory(), "output": folder_paths.get_output_directory()}
+    root = roots.get(image.get("type"))
+    if root is None:
+        return
+    root = Path(root).resolve()
+    path = (root / str(image.get("subfolder", "")) / str(image.get("filename", ""))).resolve()
+    if path.is_file() and path.is_relative_to(root):
+        path.unlink(missing_ok=True)
+
+
+def without_previews(prompt: dict) -> dict:
+    """The prompt with Encode Face's on-node preview off: a client's photo is never written to temp/."""
+    for node in prompt.values():
+        if isinstance(node, dict) and node.get("class_type") == ENCODE_FACE_NODE:
+            node.setdefault("inputs", {})["show_preview"] = False
+    return prompt
+
+
+async def run_prompt(api: OwnApi, request: web.Request, prompt: dict, request_id: str, model: str) -> list[bytes]:
+    """Queue the prompt through /prompt and wait for its images; cancel it if the client goes. Whatever
+    happens, nothing of the request is kept once the prompt has ended (see OwnApi.forget)."""
+    waiting = await api.waiting()
     if waiting >= max_queue():
         raise ApiUnavailableError(f"queue full: {waiting} prompts waiting on this server (limit {max_queue()}, "
                                   f"set by {MAX_QUEUE_ENV}); retry later")
     future = MAILBOX.open(request_id)
-    number = server.number
-    server.number += 1
-    queue.put((number, prompt_id, prompt, {}, valid[2]))
+    prompt_id = await api.queue(without_previews(prompt), model)
     try:
+        next_check = 0.0
         while True:
             await asyncio.wait({future}, timeout=CHECK_INTERVAL_S)
             if future.done():
                 return future.result()
             if request.transport is None or request.transport.is_closing():
-                cancel(queue, prompt_id)
+                await api.cancel(prompt_id)
                 raise ApiUnavailableError("the client disconnected; its prompt was cancelled")
-            status = finished_status(queue, prompt_id)
+            if time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + STATUS_INTERVAL_S
+            status = await api.finished_status(prompt_id)
             if status is not None:
                 await asyncio.wait({future}, timeout=1.0)  # the images may still be on their way
                 if future.done():
                     return future.result()
                 raise failure(status)
     except asyncio.CancelledError:
-        cancel(queue, prompt_id)
+        await api.cancel(prompt_id)
         raise
-
-
-def finished_status(queue, prompt_id: str) -> dict | None:
-    """The history status of a finished prompt; a synthetic error when it left the queue without running
-    (deleted from the queue in the UI); None while it waits or runs. History is read before and after the
-    queue, so a prompt finishing in between is not taken for a deleted one."""
-    for attempt in range(2):
-        entry = queue.get_history(prompt_id=prompt_id, map_function=lambda item: item["status"])
-        if entry:
-            return entry[prompt_id] or {"messages": []}
-        if attempt == 0:
-            running, queued = queue.get_current_queue_volatile()
-            if any(item[1] == prompt_id for item in [*running, *queued]):
-                return None
-    return {"messages": [("execution_interrupted", {"removed": True})]}
-
-
-def cancel(queue, prompt_id: str) -> None:
-    if queue.delete_queue_item(lambda item: item[1] == prompt_id):
-        logger.info("%s API request gone: its prompt %s was removed from the queue", LOG_PREFIX, prompt_id)
-        return
-    running, _ = queue.get_current_queue_volatile()
-    if any(item[1] == prompt_id for item in running):
-        comfy.model_management.interrupt_current_processing()
-        logger.info("%s API request gone: its running prompt %s was interrupted", LOG_PREFIX, prompt_id)
+    finally:
+        forgetting = asyncio.ensure_future(api.forget(prompt_id))
+        FORGETTING.add(forgetting)  # a reference, so the task is not collected before it ends
+        forgetting.add_done_callback(FORGETTING.discard)
 
 
 def failure(status: dict) -> ApiRequestError:
