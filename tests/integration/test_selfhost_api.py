@@ -356,3 +356,58 @@ def test_the_command_line_client_uses_this_comfyui(api, comfy, tmp_path):
     assert done.returncode == 0, done.stderr
     with Image.open(out) as image:
         assert image.size == (256, 256)
+
+
+def test_route_prompts_are_queued_as_the_servers_own_post_prompt_queues_them(api, comfy, graphs):
+    """The route queues through /prompt, so its queue entries have the shape this ComfyUI's own /prompt
+    gives (0.33: six entries, extra_data["create_time"]; 0.3.64: five) and the jobs list (0.33's /api/jobs,
+    which the UI's queue and history panels read) holds them with every field a /prompt job has."""
+    url, photo = api
+    own = comfy.history(graphs.flux(steps=1))["prompt"]
+    assert decoded(post(url, photo, seed=11)).size == (256, 256)
+    routed = max(api_prompts(comfy).values(), key=lambda entry: entry["prompt"][0])["prompt"]
+    assert len(routed) == len(own)
+    assert set(routed[3]) == set(own[3]) - {"client_id"}  # the test's own /prompt call names a client
+    jobs = requests.get(comfy.url + "/api/jobs", timeout=30)
+    if jobs.status_code == 404:  # 0.3.64 has no jobs list; its panels read /history and /queue
+        return
+    listed = {job["id"]: job for job in jobs.json()["jobs"]}
+    assert set(listed[routed[1]]) == set(listed[own[1]])
+    assert listed[routed[1]]["create_time"]
+
+
+def test_no_image_of_a_request_is_kept_whatever_its_end(api, comfy, tiny_face):
+    """Success, no face (422), a bad field (400), a client gone mid-prompt and Cancel in ComfyUI: afterwards
+    temp/ and output/ hold no file of these requests and no history entry of theirs shows an image."""
+    url, photo = api
+    faceless = (comfy.base / "input" / tiny_face.faceless_photo).read_bytes()
+    folders = [comfy.base / "temp", comfy.base / "output"]
+    before = {path for folder in folders for path in folder.rglob("*") if path.is_file()}
+    known = set(api_prompts(comfy))
+    assert decoded(post(url, photo, seed=21)).size == (256, 256)
+    assert post(url, faceless).status_code == 422
+    assert post(url, photo, guidance_scale=11).status_code == 400
+    sock = raw_request(url, photo)
+    wait_for(lambda: comfy._get("/queue")["queue_running"], "the slow request's prompt never ran")
+    sock.close()
+    wait_for(lambda: not comfy._get("/queue")["queue_running"], "the disconnected request kept running", 120)
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(response=post(url, photo, model="slow-test")))
+    thread.start()
+    wait_for(lambda: comfy._get("/queue")["queue_running"], "the cancelled request's prompt never ran")
+    urllib.request.urlopen(urllib.request.Request(comfy.url + "/interrupt", data=b"{}", method="POST"), timeout=10)
+    thread.join(120)
+    assert answer["response"].status_code == 503
+    ran = set(api_prompts(comfy)) - known
+    assert len(ran) >= 3  # success, no face, disconnect (Cancel too when it reached the sampler)
+
+    def nothing_left():
+        left = {path for folder in folders for path in folder.rglob("*") if path.is_file()} - before
+        shown = [pid for pid, entry in api_prompts(comfy).items()
+                 if pid in ran and any(output.get("images") for output in entry["outputs"].values())]
+        return (left, shown) if (left or shown) else None
+
+    deadline = time.monotonic() + 30  # forgetting runs once each prompt has ended
+    while (found := nothing_left()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert found is None, f"files or history images of API requests were kept: {found}"
