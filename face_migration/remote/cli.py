@@ -1,11 +1,13 @@
 """`python -m face_migration generate`: the hosted face-migration API from a shell.
 
 Exit status: 0 images written; 2 bad arguments, unreadable image or no API key (nothing was sent);
-1 the API or the network failed (the message says why and what to do); 130 interrupted (Ctrl-C)."""
+1 the API or the network failed, or an image could not be written (the message says why, what to do, and
+where a billed image was saved as received); 130 interrupted (Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import math
 import os
@@ -18,7 +20,7 @@ from PIL import Image, ImageOps
 
 from .client import FaceMigrationClient, RetryPolicy
 from .errors import InvalidParameterError, RemoteError
-from .images import DEFAULT_MAX_UPLOAD_SIDE
+from .images import DEFAULT_MAX_UPLOAD_SIDE, ReceivedImage, keep_received_on_failure, save_received
 from .keys import ENV_VARS, KEY_FILENAME, find_api_key
 from .params import (DEFAULT_MODEL, DEFAULT_SIZE, ENDPOINTS, ID_WEIGHT_FRACTIONS_NOTE, MAX_SEED, RANGES, SIZES,
                      FaceMigrationParams, api_url)
@@ -102,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
                                  retry=RetryPolicy(max_attempts=args.max_attempts, max_total_time=args.max_total_time,
                                                    retry_timeouts=args.retry_timeouts),
                                  on_progress=progress)
-    try:
-        images = client.generate(image, params)
+    try:  # a failure after an image came (e.g. the next one is unreadable) saves it beside --out
+        with keep_received_on_failure(args.out.parent, _received_stem(args.out)) as received:
+            images = client.generate(image, params)
     except KeyboardInterrupt:
         progress.done()
         print("face-migration: interrupted; the server may still finish and bill the request.", file=sys.stderr)
@@ -112,16 +115,18 @@ def run(args: argparse.Namespace) -> int:
         progress.done()
         return _fail(exc, EXIT_API)
     progress.done()
-    for index, array in enumerate(images):
+    status = EXIT_OK
+    for index, (array, as_received) in enumerate(zip(images, received, strict=True)):
         path = outputs.free_path(index)
         try:
             _write_atomically(path, array)
-        except OSError as exc:
-            print(f"face-migration: cannot write {path} ({exc.strerror or exc}); the image of this billed "
-                  f"request is lost.", file=sys.stderr)
-            return EXIT_API
+        except Exception as exc:  # any failure: the image is billed, so it is kept as received
+            print(f"face-migration: cannot write {path} ({_reason(exc)}); {_keep(as_received, path)}",
+                  file=sys.stderr)
+            status = EXIT_API
+            continue
         print(path)
-    return EXIT_OK
+    return status
 
 
 def _seconds(text: str) -> float:
@@ -148,6 +153,26 @@ def _at_least(minimum: int):
     return parse
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _received_stem(path: Path) -> str:
+    return f"{path.stem}.received"
+
+
+def _keep(item: ReceivedImage, path: Path) -> str:
+    """Saves a billed image that could not be written as asked; the sentence that says where."""
+    try:
+        kept = save_received(item, path.parent, _received_stem(path))
+    except OSError as exc:
+        return (f"the billed image ({item.describe()}) could not be saved anywhere either ({_reason(exc)}) "
+                f"and is lost.")
+    return f"the billed image was saved as received ({item.describe()}) to {kept}."
+
+
 def _fail(exc: Exception, code: int) -> int:
     print(f"face-migration: {exc}", file=sys.stderr)
     return code
@@ -164,8 +189,17 @@ class _Outputs:
 
     def _check(self) -> None:
         out, extension = self.out, self.out.suffix.lower()
-        if extension not in Image.registered_extensions():
+        kind = Image.registered_extensions().get(extension)
+        if kind is None:
             raise InvalidParameterError(f"--out {out}: unknown image extension '{extension}'; use .png, .jpg or .webp")
+        if kind not in Image.SAVE:  # Pillow reads many formats it cannot write (PSD, FLI, ...)
+            raise InvalidParameterError(f"--out {out}: Pillow reads {kind} images but cannot write them; use .png, "
+                                        f".jpg or .webp")
+        try:  # some writers refuse a colour image (XBM, MSP) or need a missing plugin: find out before paying
+            Image.new("RGB", (16, 16)).save(io.BytesIO(), format=kind)
+        except Exception as exc:  # Pillow raises many types for this
+            raise InvalidParameterError(f"--out {out}: Pillow cannot write a colour image as {kind} "
+                                        f"({_reason(exc)}); use .png, .jpg or .webp") from None
         if out.is_dir():
             raise InvalidParameterError(f"--out {out} is a folder; give a file name such as "
                                         f"{out / ('face' + extension)}")

@@ -1,5 +1,6 @@
 """`python -m face_migration generate` end to end against the fake API, and the command dispatcher."""
 import argparse
+import base64
 import io
 import os
 import pathlib
@@ -13,7 +14,7 @@ from PIL import Image
 import face_migration.__main__ as entry
 from face_migration.remote import cli
 from tests.remote.conftest import SECRET
-from tests.remote.fake_moark import Reply, b64_png, gradient_image
+from tests.remote.fake_moark import Reply, b64_png, gradient_image, png_bytes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -228,6 +229,8 @@ def test_a_failed_write_leaves_the_old_file_whole(fake, photo, tmp_path, monkeyp
             file.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
 
+    served = png_bytes(gradient_image(8, 8))
+    fake.queue(Reply.json({"data": [{"b64_json": base64.b64encode(served).decode()}]}))
     monkeypatch.setenv("MOARK_API_KEY", SECRET)
     monkeypatch.setattr(Image.Image, "save", save_half_then_fail)
     parser = argparse.ArgumentParser()
@@ -236,8 +239,64 @@ def test_a_failed_write_leaves_the_old_file_whole(fake, photo, tmp_path, monkeyp
                               "--overwrite"])
     assert cli.run(args) == cli.EXIT_API
     assert out.read_bytes() == b"earlier work"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "o.png"]
-    assert "No space left on device" in capsys.readouterr().err and len(fake.requests) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "o.png", "o.received.png"]
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and len(fake.requests) == 1
+    assert f"the billed image was saved as received (PNG, {len(served)} bytes) to {tmp_path / 'o.received.png'}" in err
+    assert (tmp_path / "o.received.png").read_bytes() == served
+
+
+@pytest.mark.parametrize("name, message", [
+    ("x.psd", "Pillow reads PSD images but cannot write them; use .png, .jpg or .webp"),
+    ("x.FLI", "Pillow reads FLI images but cannot write them"),
+    ("x.xbm", "Pillow cannot write a colour image as XBM (OSError: cannot write mode RGB as XBM)"),
+])
+def test_a_format_pillow_cannot_write_is_refused_before_the_request(fake, photo, tmp_path, name, message):
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", tmp_path / name,
+                     "--endpoint", fake.base_url)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert fake.requests == []
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
+def test_any_failure_to_write_keeps_the_billed_image_as_received(fake, photo, tmp_path, monkeypatch, capsys):
+    served = png_bytes(gradient_image(8, 8))
+    fake.queue(Reply.json({"data": [{"b64_json": base64.b64encode(served).decode()}]}))
+    original_save = Image.Image.save
+
+    def save_unknown_format(image, target, *args, **kwargs):  # what Pillow does for a format it cannot write
+        if not isinstance(target, (str, os.PathLike)):  # the upload and the pre-check, in memory
+            return original_save(image, target, *args, **kwargs)
+        raise KeyError("PSD")
+
+    monkeypatch.setenv("MOARK_API_KEY", SECRET)
+    monkeypatch.setattr(Image.Image, "save", save_unknown_format)
+    out = tmp_path / "o.png"
+    assert cli.run(parse("--image", photo, "--prompt", "x", "--out", out, "--endpoint", fake.base_url)) == cli.EXIT_API
+    err = capsys.readouterr().err
+    assert f"cannot write {out} (KeyError: 'PSD'); the billed image was saved as received (PNG, {len(served)} " \
+           f"bytes) to {tmp_path / 'o.received.png'}" in err
+    assert (tmp_path / "o.received.png").read_bytes() == served and not out.exists()
+    assert len(fake.api_requests()) == 1
+
+
+def test_an_unreadable_image_from_the_server_is_kept_as_received(fake, photo, tmp_path):
+    good, broken = png_bytes(gradient_image(8, 8)), b"\x00\x01 an image in a format Pillow cannot read"
+    fake.queue(Reply.json({"data": [{"b64_json": base64.b64encode(data).decode()} for data in (good, broken)]}))
+    out = tmp_path / "o.webp"
+    result = run_cli("generate", "--image", photo, "--prompt", "x", "--out", out, "--endpoint", fake.base_url)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "data[1].b64_json is not a readable image" in result.stderr
+    kept = [tmp_path / "o.received.png", tmp_path / "o.received.bin"]
+    assert f"The 2 image(s) received before the failure were billed; saved as received to {kept[0]}, {kept[1]}." \
+        in result.stderr
+    assert [path.read_bytes() for path in kept] == [good, broken] and not out.exists()
+    assert len(fake.api_requests()) == 1
 
 
 def test_no_key_exits_2_and_says_where_to_put_one(fake, photo, tmp_path):
