@@ -15,14 +15,15 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .catalog import (BY_KEY, CORE_MODEL_FILES, MODEL_FILES, NODE_MODEL_FILES, ModelFile, find_in_folders,
-                      missing_file_message, model_by_filename)
+from .catalog import CATALOGUE, NODE_MODEL_FILES, Catalogue, ModelFile, find_in_folders, missing_file_message
 
 # ComfyUI's legacy folder names and the core folders that have more than one default directory
 # (folder_paths.py); every other folder is models/<name>.
 LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
 DEFAULT_SUBDIRS = {"text_encoders": ("text_encoders", "clip"), "diffusion_models": ("unet", "diffusion_models")}
 HASH_CHUNK = 1 << 20
+PAGE_SNIFF = 512
+PAGE_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")  # web and CDN error pages
 WORKFLOWS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows")
 SKIPPED_MODES = (2, 4)  # muted or bypassed nodes load nothing
 
@@ -116,7 +117,7 @@ def build_folder_map(comfyui: str, extra_configs: list[str]) -> FolderMap:
     return FolderMap(os.path.join(comfyui, "models"), extra, notes)
 
 
-def workflow_needs(directory: str | None = None) -> dict[str, list[ModelFile]]:
+def workflow_needs(directory: str | None = None, catalogue: Catalogue = CATALOGUE) -> dict[str, list[ModelFile]]:
     """Shipped workflow name -> the catalogue files it loads: file names in its nodes' widgets, and the
     files a pack node loads by itself."""
     needs = {}
@@ -129,8 +130,8 @@ def workflow_needs(directory: str | None = None) -> dict[str, list[ModelFile]]:
                 continue
             values = node.get("widgets_values") or []
             values = list(values.values()) if isinstance(values, dict) else values
-            found = [model_by_filename(v) for v in values if isinstance(v, str)]
-            found += [BY_KEY[key] for key in NODE_MODEL_FILES.get(node.get("type"), ())]
+            found = [catalogue.by_filename(v) for v in values if isinstance(v, str)]
+            found += [catalogue.by_key(key) for key in NODE_MODEL_FILES.get(node.get("type"), ())]
             files += [m for m in found if m is not None and m not in files]
         needs[os.path.splitext(os.path.basename(path))[0]] = files
     return needs
@@ -146,6 +147,51 @@ def sha256_of(path: str, progress) -> str:
             done += len(chunk)
             progress(done / total)
     return digest.hexdigest()
+
+
+def user_cache_dir() -> str:
+    """The per-user cache folder of the pack, where each platform keeps such files."""
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser(os.path.join("~", "AppData", "Local"))
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "face_migration")
+
+
+class HashCache:
+    """SHA-256 of files, remembered by real path, size and modification time in a small JSON file, so a
+    second `--verify` reads no file again unless it changed."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path or os.path.join(user_cache_dir(), "sha256.json")
+        try:
+            with open(self.path, encoding="utf-8") as stream:
+                self.entries = dict(json.load(stream))
+        except (OSError, ValueError, TypeError):  # none yet, or unreadable: start afresh
+            self.entries = {}
+
+    def sha256(self, path: str, progress) -> str:
+        stat = os.stat(path)
+        entry = self.entries.get(os.path.realpath(path))
+        if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+            return entry["sha256"]
+        digest = sha256_of(path, progress)
+        self.record(path, digest)
+        return digest
+
+    def record(self, path: str, digest: str) -> None:
+        stat = os.stat(path)
+        self.entries[os.path.realpath(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            temporary = f"{self.path}.{os.getpid()}.tmp"
+            with open(temporary, "w", encoding="utf-8") as stream:
+                json.dump(self.entries, stream)
+            os.replace(temporary, self.path)
+        except OSError:  # a read-only home only costs hashing again next time
+            pass
 
 
 class Progress:
@@ -174,83 +220,130 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def published(model: ModelFile, path: str) -> tuple[int | None, str | None]:
+    """(size, SHA-256) the catalogue publishes for the file at path: those of the model's own file name;
+    an accepted alternative name has none."""
+    if os.path.basename(path) != model.filename:
+        return None, None
+    return model.size_bytes, model.sha256
+
+
+def file_problem(path: str, model: ModelFile) -> str | None:
+    """What is wrong with a model file that can be told without hashing it (its size and its first bytes):
+    a web page saved under the model's name, a truncated download, another file. None when nothing is."""
+    size = os.path.getsize(path)
+    expected, _ = published(model, path)
+    with open(path, "rb") as handle:
+        head = handle.read(PAGE_SNIFF).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(PAGE_STARTS):
+        return (f"an HTML page ({size:,} bytes), not the model: a browser or a download tool saved a web or "
+                f"error page under the model's name")
+    if expected is not None and size < expected:
+        return f"truncated: {size:,} of {expected:,} bytes ({size / expected:.0%}), an interrupted download"
+    if expected is not None and size != expected:
+        return f"another file: {size:,} bytes, the published {model.filename} has {expected:,}"
+    return None
+
+
 @dataclass
 class Report:
     model: ModelFile
     path: str | None
     problems: list[str]
     lines: list[str]
+    verified: bool = False  # size and SHA-256 both match the published values
 
     @property
     def ok(self) -> bool:
         return self.path is not None and not self.problems
 
+    @property
+    def unverifiable(self) -> bool:
+        """Found, but the catalogue publishes no size or hash for it, so it cannot be verified."""
+        return self.path is not None and published(self.model, self.path) == (None, None)
 
-def check_model(model: ModelFile, folders: FolderMap, skip_hash: str | None, progress_stream=None) -> Report:
-    """skip_hash: why the SHA-256 is not computed, or None to compute it."""
+
+def check_model(model: ModelFile, folders: FolderMap, cache: HashCache | None, progress_stream=None) -> Report:
+    """cache: where SHA-256 values come from (--verify), or None to compare sizes only."""
     roots = folders.roots(model.folder)
     path = find_in_folders(model, roots)
     where = f"folder: {model.display_folder}   licence: {model.licence}"
     if path is None:
         return Report(model, None, [], [missing_file_message(model, roots), where])
     size = os.path.getsize(path)
-    is_catalogued_name = os.path.basename(path) == model.filename  # size/hash are known for that name only
-    problems, lines = [], [f"path: {path}"]
-    size_line = f"size: {human_size(size)} ({size:,} bytes)"
-    if is_catalogued_name and model.size_bytes is not None and size != model.size_bytes:
-        problems.append(f"size {size:,} bytes, expected {model.size_bytes:,}: an incomplete or different "
-                        f"download. {model.download_hint()}")
-        size_line += f"   MISMATCH: expected {model.size_bytes:,}"
-    lines.append(size_line)
-    if skip_hash:
-        lines.append(f"sha256: not computed ({skip_hash})")
+    expected_size, expected_hash = published(model, path)
+    lines = [f"path: {path}", f"size: {human_size(size)} ({size:,} bytes)"]
+    fix = f"Fix: python -m face_migration download --missing, or: {model.download_hint()}"
+    problem = file_problem(path, model)
+    verified = False
+    if problem:
+        lines.append(f"WRONG FILE: {problem}")
+    elif expected_size is None and expected_hash is None:
+        lines.append("size/hash not published in the catalogue; not verified")
+    elif cache is None or expected_hash is None:
+        lines.append("size matches the published one; SHA-256 not computed (--verify compares it)"
+                     if expected_hash else "size matches the published one (no SHA-256 published)")
     else:
-        digest = sha256_of(path, Progress(os.path.basename(path), progress_stream))
-        known = model.sha256 if is_catalogued_name else None
-        if known is None:
-            lines.append(f"sha256: {digest} (known value: unknown)")
-        elif digest == known.lower():
-            lines.append(f"sha256: {digest} (matches)")
+        digest = cache.sha256(path, Progress(os.path.basename(path), progress_stream))
+        if digest == expected_hash.lower():
+            lines.append(f"sha256: {digest} (matches the published value)")
+            verified = True
         else:
-            lines.append(f"sha256: {digest}   MISMATCH: expected {known}")
-            problems.append(f"SHA-256 differs from the published file: a corrupt or different download. "
-                            f"{model.download_hint()}")
-    lines.append(where)
-    lines.append(f"url: {model.url}")
-    return Report(model, path, problems, lines)
+            problem = (f"another file: same size, but SHA-256 {digest} differs from the published "
+                       f"{expected_hash} (a corrupt or different file)")
+            lines.append(f"WRONG FILE: {problem}")
+    lines += [where, f"url: {model.url}"]
+    if model.checksum_source and expected_size is not None:
+        lines.append(f"published size/hash: {model.checksum_source}")
+    return Report(model, path, [fix] if problem else [], lines, verified)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("List every model file the pack and its shipped workflows use: found or missing, "
-                          "size, SHA-256 against the published value, the folder it belongs in, where to "
+    parser.description = ("List every model file the pack and its shipped workflows use: found or missing, its "
+                          "size against the published one (and a web page or truncated download saved under a "
+                          "model's name), with --verify its SHA-256, the folder it belongs in, where to "
                           "download it and which workflow needs it. Exit status 1 when a required file of the "
-                          "pack (or, with --workflow, any file of those workflows) is missing or wrong.")
+                          "pack (or, with --workflow, any file of those workflows) is missing, or a file is "
+                          "wrong.")
     parser.add_argument("--comfyui", metavar="PATH", default=None,
                         help="ComfyUI folder (default: $COMFYUI_PATH, else the ComfyUI this pack is installed in)")
     parser.add_argument("--extra-model-paths-config", metavar="YAML", action="append", default=[],
                         help="an extra_model_paths.yaml passed to ComfyUI with the same flag (repeatable); "
                              "<comfyui>/extra_model_paths.yaml is always read")
-    parser.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of found files (fast)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also compare each file's SHA-256 with the published value (reads every file once; "
+                             "remembered by path, size and time, so the next --verify is instant)")
+    # Hashing is off unless --verify; the old switch is still accepted so scripts written for it keep working.
+    parser.add_argument("--no-hash", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workflow", metavar="NAME", action="append", default=[],
                         help="check only the files this shipped workflow needs, all of them required "
                              "(repeatable; a name from the pack's workflows/ folder, without .json)")
 
 
-def run(args: argparse.Namespace, out=None, err=None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+def resolve_folders(args: argparse.Namespace, out, err, command: str) -> FolderMap | None:
+    """The ComfyUI folders of --comfyui / $COMFYUI_PATH / the installed pack, with its notes printed; None
+    (with the reason on err) when there is no such folder."""
     comfyui = args.comfyui or default_comfyui_path()
     if not comfyui:
-        err.write("check-models: no ComfyUI folder given. Pass --comfyui PATH (the folder holding main.py "
+        err.write(f"{command}: no ComfyUI folder given. Pass --comfyui PATH (the folder holding main.py "
                   "and models/) or set COMFYUI_PATH.\n")
-        return 2
+        return None
     if not os.path.isdir(comfyui):
-        err.write(f"check-models: {comfyui} is not a folder. Pass --comfyui with the ComfyUI folder.\n")
-        return 2
+        err.write(f"{command}: {comfyui} is not a folder. Pass --comfyui with the ComfyUI folder.\n")
+        return None
     folders = build_folder_map(os.path.abspath(comfyui), args.extra_model_paths_config)
     out.write(f"ComfyUI: {os.path.abspath(comfyui)}\n")
     for note in folders.notes:
         out.write(f"note: {note}\n")
-    needs = workflow_needs()
+    return folders
+
+
+def run(args: argparse.Namespace, out=None, err=None, catalogue: Catalogue = CATALOGUE) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    folders = resolve_folders(args, out, err, "check-models")
+    if folders is None:
+        return 2
+    needs = workflow_needs(catalogue=catalogue)
     unknown = [name for name in args.workflow if name not in needs]
     if unknown:
         err.write(f"check-models: no shipped workflow named {', '.join(unknown)}; choose from: "
@@ -259,40 +352,54 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
     if args.workflow:
         needs = {name: needs[name] for name in args.workflow}
     in_workflows = [m for files in needs.values() for m in files]
-    checked = list(dict.fromkeys(in_workflows if args.workflow else [*MODEL_FILES, *in_workflows]))
-    failed, found = [], set()
+    checked = list(dict.fromkeys(in_workflows if args.workflow else [*catalogue.pack, *in_workflows]))
+    cache = HashCache() if args.verify else None
+    reports = []
     for model in checked:
-        report = check_model(model, folders, _skip_hash_reason(model, args.no_hash), err)
+        report = check_model(model, folders, cache, err)
         status = "ok" if report.ok else ("MISSING" if report.path is None else "PROBLEM")
-        required = bool(args.workflow) or (model in MODEL_FILES and not model.optional)
+        required = _required(model, args, catalogue)
         need = "required" if required else "optional" if model.optional else "used by workflows"
         users = [name for name, files in needs.items() if model in files]
         out.write(f"\n[{status}] {model.filename} ({need}): {model.purpose}\n")
         for line in report.lines + report.problems:
             out.write(f"    {line}\n")
         out.write(f"    workflows: {', '.join(users) if users else 'none of the shipped ones'}\n")
-        if report.ok:
-            found.add(model)
-        elif required:
-            failed.append(model.filename)
+        reports.append((report, required))
+    found = {r.model for r, _ in reports if r.ok}
     out.write("\nShipped workflows:\n")
     for name, files in needs.items():
         missing = [m.filename for m in files if m not in found]
         state = "needs no model file" if not files else f"missing {', '.join(missing)}" if missing else "ready"
         out.write(f"    {name}: {state}\n")
-    if failed:
-        out.write(f"\n{len(failed)} required file(s) missing or wrong: {', '.join(failed)}\n")
-        return 1
-    out.write("\nAll required model files are in place.\n")
-    return 0
+    out.write("\n" + _summary(reports, args.verify) + "\n")
+    return 1 if any(r.problems or (r.path is None and required) for r, required in reports) else 0
 
 
-def _skip_hash_reason(model: ModelFile, no_hash: bool) -> str | None:
-    if no_hash:
-        return "--no-hash"
-    if model in CORE_MODEL_FILES and model.sha256 is None:  # gigabytes to read for nothing to compare with
-        return "a ComfyUI model with no published value recorded here"
-    return None
+def _required(model: ModelFile, args: argparse.Namespace, catalogue: Catalogue) -> bool:
+    return bool(args.workflow) or (model in catalogue.pack and not model.optional)
+
+
+def _summary(reports: list[tuple[Report, bool]], verify: bool) -> str:
+    """The last line: what is missing or wrong, else what was verified and what could not be."""
+    wrong = [r.model.filename for r, _ in reports if r.problems]
+    missing_required = [r.model.filename for r, required in reports if r.path is None and required]
+    missing_other = [r.model.filename for r, required in reports
+                     if r.path is None and not required and not r.model.optional]
+    fetch = "python -m face_migration download --missing fetches them."
+    if wrong or missing_required:
+        parts = ([f"missing: {', '.join(missing_required)}"] if missing_required else []) + \
+                ([f"wrong: {', '.join(wrong)}"] if wrong else [])
+        return f"{len(wrong) + len(missing_required)} file(s) missing or wrong ({'; '.join(parts)}). {fetch}"
+    if missing_other:
+        return (f"Missing for the shipped workflows: {', '.join(missing_other)} ({fetch[:-1]}); the files the "
+                f"pack's nodes load are in place.")
+    unverifiable = [r.model.filename for r, _ in reports if r.unverifiable]
+    found = [r for r, _ in reports if r.path is not None]
+    checked = (f"SHA-256 verified for {sum(r.verified for r in found)} of {len(found)}" if verify
+               else "sizes match the published ones; --verify also compares SHA-256")
+    tail = f"; not verifiable (no published size/hash): {', '.join(unverifiable)}" if unverifiable else ""
+    return f"All required model files are in place ({checked}{tail})."
 
 
 if __name__ == "__main__":  # python -m face_migration.check_models

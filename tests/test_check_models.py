@@ -10,9 +10,21 @@ from pathlib import Path
 import pytest
 
 from face_migration import catalog, check_models
-from face_migration.catalog import BY_KEY, CORE_MODEL_FILES, MODEL_FILES
+from face_migration.catalog import CATALOGUE, Catalogue
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+DATA = b"weights"
+
+
+def published_as(data: bytes, catalogue: Catalogue = CATALOGUE) -> Catalogue:
+    """The catalogue with every file published as `data` (tiny stand-ins for the real weights)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return catalogue.replace(**{m.key: {"size_bytes": len(data), "sha256": digest} for m in catalogue.files})
+
+
+SMALL = published_as(DATA)
+MODEL_FILES, CORE_MODEL_FILES = SMALL.pack, SMALL.core
+BY_KEY = {m.key: m for m in SMALL.files}
 
 
 def parse(argv):
@@ -21,13 +33,21 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def run(argv):
+def run(argv, catalogue=SMALL):
     out, err = io.StringIO(), io.StringIO()
-    code = check_models.run(parse(argv), out, err)
+    code = check_models.run(parse(argv), out, err, catalogue)
     return code, out.getvalue(), err.getvalue()
 
 
-def place(root, model, name=None, data=b"weights"):
+@pytest.fixture(autouse=True)
+def hash_cache(tmp_path_factory, monkeypatch):
+    """--verify's cache in a fresh folder per test, never the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setattr(check_models, "user_cache_dir", lambda: str(folder))
+    return folder / "sha256.json"
+
+
+def place(root, model, name=None, data=DATA):
     path = os.path.join(root, model.subdirs[0], name or model.filename)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as handle:
@@ -45,8 +65,8 @@ def comfy(tmp_path):
     return str(tmp_path)
 
 
-def fill(comfy, models=MODEL_FILES):
-    return {m.key: place(models_root(comfy, m.folder), m) for m in models}
+def fill(comfy, models=MODEL_FILES, data=DATA):
+    return {m.key: place(models_root(comfy, m.folder), m, data=data) for m in models}
 
 
 def section(text, filename):
@@ -57,17 +77,18 @@ def section(text, filename):
 
 
 def test_all_found_exits_0_and_prints_path_size_hash_folder_url(comfy):
-    paths = fill(comfy)
-    code, out, _ = run(["--comfyui", comfy])
+    paths = fill(comfy, MODEL_FILES + CORE_MODEL_FILES)
+    code, out, _ = run(["--comfyui", comfy, "--verify"])
     assert code == 0, out
-    digest = hashlib.sha256(b"weights").hexdigest()
+    digest = hashlib.sha256(DATA).hexdigest()
     for model in MODEL_FILES:
         text = section(out, model.filename)
         assert text.startswith("[ok]")
         assert paths[model.key] in text
         assert "(7 bytes)" in text
-        assert digest in text and "unknown" in text  # the catalogue has no hashes yet
+        assert f"sha256: {digest} (matches the published value)" in text
         assert model.display_folder in text and model.url in text
+    assert out.splitlines()[-1] == "All required model files are in place (SHA-256 verified for 11 of 11)."
 
 
 def test_missing_required_file_exits_1_with_the_loader_message(comfy):
@@ -90,67 +111,127 @@ def test_missing_optional_file_still_exits_0(comfy):
     assert section(out, optional[0].filename).startswith("[MISSING]")
 
 
-def test_no_hash_skips_hashing(comfy, monkeypatch):
-    fill(comfy)
-    monkeypatch.setattr(check_models, "sha256_of", lambda *a: pytest.fail("hashed despite --no-hash"))
-    code, out, _ = run(["--comfyui", comfy, "--no-hash"])
-    assert code == 0 and "not computed (--no-hash)" in out
+def test_sizes_only_without_verify(comfy, monkeypatch):
+    fill(comfy, MODEL_FILES + CORE_MODEL_FILES)
+    monkeypatch.setattr(check_models, "sha256_of", lambda *a: pytest.fail("hashed without --verify"))
+    for argv in (["--comfyui", comfy], ["--comfyui", comfy, "--no-hash"]):  # the old switch is still accepted
+        code, out, _ = run(argv)
+        assert code == 0 and "size matches the published one; SHA-256 not computed (--verify compares it)" in out
+        assert "sizes match the published ones; --verify also compares SHA-256" in out.splitlines()[-1]
 
 
-def test_known_hash_and_size_are_compared(comfy, monkeypatch):
-    pulid = BY_KEY["pulid_flux"]
-    good = dataclasses.replace(pulid, sha256=hashlib.sha256(b"weights").hexdigest(), size_bytes=7)
-    bad = dataclasses.replace(BY_KEY["bisenet"], sha256="0" * 64, size_bytes=1000)
-    table = tuple(good if m.key == pulid.key else bad if m.key == bad.key else m for m in MODEL_FILES)
-    monkeypatch.setattr(check_models, "MODEL_FILES", table)
-    fill(comfy, table)
-    code, out, err = run(["--comfyui", comfy])
+def test_known_hash_and_size_are_compared(comfy):
+    table = SMALL.replace(bisenet={"sha256": "0" * 64})  # same size, another hash
+    fill(comfy, table.pack)
+    code, out, err = run(["--comfyui", comfy, "--verify"], table)
     assert code == 1
-    assert "(matches)" in section(out, good.filename)
-    bad_text = section(out, bad.filename)
+    assert "(matches the published value)" in section(out, "pulid_flux_v0.9.1.safetensors")
+    bad_text = section(out, "parsing_bisenet.pth")
     assert bad_text.startswith("[PROBLEM]")
-    assert "MISMATCH: expected " + "0" * 64 in bad_text and "expected 1,000" in bad_text
+    assert "WRONG FILE: another file: same size, but SHA-256" in bad_text and "0" * 64 in bad_text
+    assert "python -m face_migration download --missing" in bad_text
     assert "hashing parsing_bisenet.pth: 100%" in err  # progress on stderr
+    assert out.splitlines()[-1].startswith("1 file(s) missing or wrong (wrong: parsing_bisenet.pth)")
 
 
-def test_alternative_filename_is_found_and_not_held_to_the_main_hash(comfy, monkeypatch):
-    pulid = dataclasses.replace(BY_KEY["pulid_flux"], sha256="0" * 64)
-    monkeypatch.setattr(check_models, "MODEL_FILES", (pulid,))
-    path = place(models_root(comfy, "pulid"), pulid, name=pulid.alternatives[0])
+def test_summary_line_is_true_when_text_encoders_are_missing(comfy):
+    fill(comfy, MODEL_FILES + (BY_KEY["flux1_dev"], BY_KEY["flux1_schnell"], BY_KEY["flux_ae"]))
     code, out, _ = run(["--comfyui", comfy])
-    assert code == 0 and path in out and "known value: unknown" in out
+    last = out.splitlines()[-1]
+    assert code == 0 and not last.startswith("All required")
+    assert last.startswith("Missing for the shipped workflows: clip_l.safetensors, t5xxl_fp16.safetensors (")
+    assert "download --missing" in last
 
 
-def test_clip_folder_uses_comfyui_legacy_directories(comfy, monkeypatch):
+def test_wrong_files_under_the_real_names_say_which_and_how(comfy):
+    """The published catalogue: an HTML page, a truncated download and other files under the real names."""
+    pulid, scrfd, glint, bisenet = (CATALOGUE.by_key(k) for k in ("pulid_flux", "scrfd", "glintr100", "bisenet"))
+    page = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Access denied</body></html>\n"
+    place(models_root(comfy, "pulid"), pulid, data=page)
+    place(models_root(comfy, "facexlib"), bisenet, data=b"\x80\x02" + bytes(1000))
+    for model, size in ((scrfd, scrfd.size_bytes), (glint, glint.size_bytes + 1)):  # sparse, no disk used
+        with open(place(models_root(comfy, "insightface"), model, data=b""), "wb") as handle:
+            handle.truncate(size)
+    code, out, _ = run(["--comfyui", comfy, "--verify"], CATALOGUE)
+    assert code == 1
+    assert f"WRONG FILE: an HTML page ({len(page)} bytes), not the model" in section(out, pulid.filename)
+    assert "WRONG FILE: truncated: 1,002 of 53,289,463 bytes (0%)" in section(out, bisenet.filename)
+    assert "WRONG FILE: another file: 260,665,335 bytes, the published glintr100.onnx has 260,665,334" in \
+        section(out, glint.filename)
+    assert "WRONG FILE: another file: same size, but SHA-256" in section(out, scrfd.filename)
+    assert all(section(out, m.filename).startswith("[PROBLEM]") for m in (pulid, scrfd, glint, bisenet))
+    assert out.splitlines()[-1].startswith("5 file(s) missing or wrong (missing: EVA02_CLIP_L_336_psz14_s6B.pt; "
+                                           "wrong: pulid_flux_v0.9.1.safetensors, scrfd_10g_bnkps.onnx, ")
+
+
+def test_html_page_is_found_without_a_published_size(comfy):
+    pulid = BY_KEY["pulid_flux"]
+    place(models_root(comfy, "pulid"), pulid, name=pulid.alternatives[0], data=b"\n  <html><body>404</body></html>")
+    code, out, _ = run(["--comfyui", comfy], Catalogue((pulid,), ()))
+    assert code == 1 and "WRONG FILE: an HTML page (32 bytes)" in out
+
+
+def test_verify_remembers_hashes_by_path_size_and_time(comfy, monkeypatch, hash_cache):
+    paths = fill(comfy)
+    assert run(["--comfyui", comfy, "--verify"])[0] == 0 and hash_cache.is_file()
+    real = check_models.sha256_of
+    monkeypatch.setattr(check_models, "sha256_of", lambda *a: pytest.fail("hashed again"))
+    code, out, err = run(["--comfyui", comfy, "--verify"])
+    assert code == 0 and "hashing" not in err and out.count("(matches the published value)") == 6
+    stat = os.stat(paths["bisenet"])
+    os.utime(paths["bisenet"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a changed file
+    hashed = []
+    monkeypatch.setattr(check_models, "sha256_of", lambda path, progress: hashed.append(path) or real(path, progress))
+    assert run(["--comfyui", comfy, "--verify"])[0] == 0 and hashed == [paths["bisenet"]]
+
+
+def test_the_published_catalogue_cites_every_value():
+    for model in CATALOGUE.files:
+        assert isinstance(model.size_bytes, int) and model.size_bytes > 1_000_000, model.key
+        assert len(model.sha256) == 64 and int(model.sha256, 16) >= 0, model.key
+        assert model.checksum_source, model.key
+    # FLUX.1-dev/schnell are verified against BFL's published hashes, so they are fetched from BFL's repositories
+    assert CATALOGUE.by_key("flux1_dev").hub_file() == ("black-forest-labs/FLUX.1-dev", "main", "flux1-dev.safetensors")
+    assert CATALOGUE.by_key("flux_ae").hub_file()[2] == "split_files/vae/ae.safetensors"
+    assert CATALOGUE.by_key("bisenet").hub_file() is None  # a GitHub release asset
+
+
+def test_alternative_filename_is_found_and_not_held_to_the_main_hash(comfy):
+    pulid = BY_KEY["pulid_flux"]
+    path = place(models_root(comfy, "pulid"), pulid, name=pulid.alternatives[0], data=b"other size")
+    code, out, _ = run(["--comfyui", comfy, "--verify"], Catalogue((pulid,), ()))
+    assert code == 0 and path in out
+    assert "size/hash not published in the catalogue; not verified" in section(out, pulid.filename)
+    assert out.splitlines()[-1].endswith("not verifiable (no published size/hash): pulid_flux_v0.9.1.safetensors).")
+
+
+def test_clip_folder_uses_comfyui_legacy_directories(comfy):
     eva = BY_KEY["eva02_clip_l_336"]
-    monkeypatch.setattr(check_models, "MODEL_FILES", (eva,))
     path = place(os.path.join(comfy, "models", "clip"), eva)  # models/clip is the second text_encoders dir
-    code, out, _ = run(["--comfyui", comfy, "--no-hash"])
+    code, out, _ = run(["--comfyui", comfy], Catalogue((eva,), ()))
     assert code == 0 and path in out
 
 
-def test_antelopev2_nested_subfolder_is_accepted(comfy, monkeypatch):
+def test_antelopev2_nested_subfolder_is_accepted(comfy):
     scrfd = BY_KEY["scrfd"]
-    monkeypatch.setattr(check_models, "MODEL_FILES", (scrfd,))
     path = os.path.join(comfy, "models", "insightface", scrfd.subdirs[1], scrfd.filename)
     os.makedirs(os.path.dirname(path))
-    open(path, "wb").close()
-    code, out, _ = run(["--comfyui", comfy, "--no-hash"])
+    Path(path).write_bytes(DATA)
+    code, out, _ = run(["--comfyui", comfy], Catalogue((scrfd,), ()))
     assert code == 0 and path in out
 
 
-def test_extra_model_paths_yaml_is_followed(comfy, tmp_path_factory, monkeypatch):
+def test_extra_model_paths_yaml_is_followed(comfy, tmp_path_factory):
     yaml = pytest.importorskip("yaml")
     elsewhere = tmp_path_factory.mktemp("shared_models")
     pulid, eva = BY_KEY["pulid_flux"], BY_KEY["eva02_clip_l_336"]
-    monkeypatch.setattr(check_models, "MODEL_FILES", (pulid, eva))
     pulid_path = place(str(elsewhere / "pulid_weights"), pulid)
     eva_path = place(str(elsewhere / "encoders"), eva)
     config = {"shared": {"base_path": str(elsewhere), "pulid": "pulid_weights",
                          "clip": "nothing_here\nencoders\n"}}  # legacy name and a multi-line value
     with open(os.path.join(comfy, "extra_model_paths.yaml"), "w") as handle:
         yaml.safe_dump(config, handle)
-    code, out, _ = run(["--comfyui", comfy, "--no-hash"])
+    code, out, _ = run(["--comfyui", comfy], Catalogue((pulid, eva), ()))
     assert code == 0, out
     assert pulid_path in out and eva_path in out
 
@@ -256,10 +337,11 @@ def test_unknown_workflow_name(comfy):
     assert code == 2 and "no shipped workflow named nope" in err and "flux1_dev_pulid" in err
 
 
-def test_core_flux_files_are_not_hashed(comfy, monkeypatch):
+def test_every_found_file_with_a_published_hash_is_hashed_with_verify(comfy, monkeypatch):
     fill(comfy, MODEL_FILES + CORE_MODEL_FILES)
     hashed = []
     monkeypatch.setattr(check_models, "sha256_of", lambda path, progress: hashed.append(path) or "0" * 64)
-    run(["--comfyui", comfy])
-    assert not [p for p in hashed if os.path.basename(p) in {m.filename for m in CORE_MODEL_FILES}]
-    assert len(hashed) == len(MODEL_FILES)
+    run(["--comfyui", comfy, "--verify"])
+    needs = check_models.workflow_needs(catalogue=SMALL).values()
+    checked = {m.filename for m in MODEL_FILES} | {m.filename for files in needs for m in files}
+    assert sorted(os.path.basename(p) for p in hashed) == sorted(checked)
