@@ -23,8 +23,14 @@ class NoFaceError(FaceMigrationError):
 
 class ApiRequestError(FaceMigrationError):
     """A request to the self-hosted face-migration route that is refused; `status` is the HTTP status the
-    route answers with (the hosted API's statuses), the message is the {"message": ...} it sends."""
+    route answers with (the hosted API's statuses), the message is the {"message": ...} it sends to anyone,
+    so it never holds a server path or file name; `detail` is for the server's log only (paths, files, the
+    cause)."""
     status = 400
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
 
 
 class ApiTokenError(ApiRequestError):
@@ -35,6 +41,11 @@ class ApiTokenError(ApiRequestError):
 class ApiNotConfiguredError(ApiRequestError):
     """ComfyUI listens beyond this machine and no API token is set: the route refuses every request."""
     status = 403
+
+
+class ApiTokenFileError(ApiNotConfiguredError):
+    """The API token file exists but cannot be read as text (not UTF-8, a folder, no permission): the route
+    refuses every request until its owner fixes it."""
 
 
 class ApiImageTooLargeError(ApiRequestError):
@@ -48,11 +59,19 @@ class ApiNoFaceError(ApiRequestError):
 
 
 class ApiUnavailableError(ApiRequestError):
-    """The server cannot take the request now: models or template missing, or the queue is full."""
+    """The server cannot take the request now: the queue is full or the prompt was cancelled; `retryable`
+    tells clients whether the same request may succeed later."""
     status = 503
+    retryable = True
 
 
-class ApiTemplateError(ApiUnavailableError):
+class ApiSetupError(ApiUnavailableError):
+    """The server lacks what the request's model needs (model files, a usable template): sending the
+    request again does not help until its owner installs or fixes them."""
+    retryable = False
+
+
+class ApiTemplateError(ApiSetupError):
     """An API workflow template that cannot be used (bad JSON, unknown or misplaced placeholder)."""
 
 

@@ -77,42 +77,51 @@ def _layout_problem(entries: dict[str, dict], data_size: int) -> str | None:
     return None
 
 
-def _refuse_damaged(name: str, problem: str | None, folder_hint: str) -> None:
+def _refuse_damaged(name: str, problem: str | None, folder_hint: str, fix: str | None) -> None:
     if problem:
-        raise ModelFileError(f"{name} has a damaged safetensors header: {problem}. The file was edited or "
-                             f"written by a broken tool; download it again into {folder_hint}.")
+        damaged = f"{name} has a damaged safetensors header: {problem}. The file was edited or written by a broken tool"
+        raise ModelFileError(f"{damaged}; download it again into {folder_hint}." if fix is None else
+                             _advised(f"{damaged}.", fix, ""))
 
 
-def read_header(path: str, folder_hint: str) -> dict[str, dict]:
+def _advised(message: str, fix: str | None, download_advice: str) -> str:
+    """The message with its fix: the caller's, else the advice for a downloaded file ("" adds none)."""
+    advice = download_advice if fix is None else fix
+    return f"{message} {advice}" if advice else message
+
+
+def read_header(path: str, folder_hint: str, fix: str | None = None) -> dict[str, dict]:
     """Tensor entries of a .safetensors file: {key: {"dtype", "shape", "data_offsets"}}, checked as the
-    format requires. folder_hint names where the file should live, for the error messages."""
+    format requires. folder_hint names where the file should live, for the error messages. `fix` replaces
+    the advice to download the file again, for files the user writes rather than downloads ("" for none)."""
     name = os.path.basename(path)
     size = os.path.getsize(path)
     again = f"Download it again into {folder_hint}."
+    cut = "the download is truncated" if fix is None else "it is cut off"
     with open(path, "rb") as f:
         head = f.read(8)
         if head.startswith(_PICKLE_MAGIC):
-            raise ModelFileError(
-                f"{name} is a PyTorch pickle (.pt/.pth/.ckpt), not a safetensors file. "
-                f"Download the .safetensors release and put it in {folder_hint}.")
+            raise ModelFileError(_advised(f"{name} is a PyTorch pickle (.pt/.pth/.ckpt), not a safetensors file.",
+                                          fix, f"Download the .safetensors release and put it in {folder_hint}."))
         if len(head) < 8:
-            raise ModelFileError(f"{name} is {size} bytes: empty or cut off. {again}")
+            raise ModelFileError(_advised(f"{name} is {size} bytes: empty or cut off.", fix, again))
         (header_len,) = struct.unpack("<Q", head)
         if header_len > _MAX_HEADER or header_len + 8 > size:
-            raise ModelFileError(
+            raise ModelFileError(_advised(
                 f"{name} is not a valid safetensors file (header length {header_len} for a {size}-byte file): "
-                f"the download is truncated or the file is of another format. {again}")
+                f"{cut} or the file is of another format.", fix, again))
         try:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{name} has an unreadable safetensors header ({exc}). {again}") from None
-    _refuse_damaged(name, _header_problem(header), folder_hint)
+            raise ModelFileError(_advised(f"{name} has an unreadable safetensors header ({exc}).", fix,
+                                          again)) from None
+    _refuse_damaged(name, _header_problem(header), folder_hint, fix)
     header.pop(METADATA_KEY, None)
     data_size = size - 8 - header_len
     data_end = max((v["data_offsets"][1] for v in header.values()), default=0)
     if data_end > data_size:
-        raise ModelFileError(
-            f"{name} is truncated: {size} bytes on disk, the header needs {8 + header_len + data_end}. "
-            f"The download did not finish; download it again into {folder_hint}.")
-    _refuse_damaged(name, _layout_problem(header, data_size), folder_hint)
+        raise ModelFileError(_advised(
+            f"{name} is truncated: {size} bytes on disk, the header needs {8 + header_len + data_end}.", fix,
+            f"The download did not finish; download it again into {folder_hint}."))
+    _refuse_damaged(name, _layout_problem(header, data_size), folder_hint, fix)
     return header

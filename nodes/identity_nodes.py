@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from comfy_api.v0_0_2 import io, ui
 
-from ..face_migration.errors import IdentityFileError, IncompatibleModelError
+from ..face_migration.errors import IdentityFileError
 from ..face_migration.face.photos import to_rgb_uint8
 from ..face_migration.pulid.identity_file import (EXTENSION, FOLDER, describe, face_thumbnail, identity_file_name,
                                                   load_identity, matches, save_identity)
-from .common import CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint
+from .common import CATEGORY, LOG_PREFIX, PulidId, PulidModel, folder_hint, schema_extras
 
 
 def identity_files() -> list[str]:
@@ -33,6 +33,7 @@ class SaveIdentity(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_SaveIdentity",
             display_name="Save Identity (PuLID)",
+            **schema_extras(search_aliases=["PuLID", "face id", "save face", "identity file"]),
             category=CATEGORY,
             description="Saves a face identity to models/pulid_identities/<name>.safetensors: the ID tokens, the "
                         "PuLID weights they were made with and a small thumbnail of the aligned face crop (optional); "
@@ -75,6 +76,7 @@ class LoadIdentity(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_LoadIdentity",
             display_name="Load Identity (PuLID)",
+            **schema_extras(search_aliases=["PuLID", "face id", "load face", "identity file"]),
             category=CATEGORY,
             description="Loads a face identity saved by Save Identity from models/pulid_identities. Needs only the "
                         "PuLID model it was made with (checked): no face detector, EVA-CLIP or photo.",
@@ -104,12 +106,7 @@ class LoadIdentity(io.ComfyNode):
         if path is None:
             raise IdentityFileError(missing_identity_message(identity_file))
         saved = load_identity(path)
-        try:
-            saved.identity.check_against(pulid_model.model, pulid_model.fingerprint)
-        except IncompatibleModelError as exc:
-            raise IncompatibleModelError(
-                f"{path}: {exc} For a saved identity, choose in Load PuLID-FLUX Model the PuLID file it was saved "
-                f"with (`python -m face_migration identity info FILE` shows its fingerprint).") from None
+        saved.identity.check_against(pulid_model.model, pulid_model.fingerprint)  # its message names the file
         text = describe(saved, path)
         if saved.thumbnail is None:
             return io.NodeOutput(saved.identity, text, ui=ui.PreviewText(text))

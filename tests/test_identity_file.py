@@ -1,6 +1,9 @@
-"""Face identity files: bit-exact round trip, atomic writes, no pickle, a size limit, key-by-key checks."""
+"""Face identity files: bit-exact round trip, atomic writes with the umask's mode, no pickle, a size limit,
+key-by-key checks, short errors whose advice fits a file saved here or shared."""
 import os
 import pickle
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from safetensors.torch import save_file
 
 from face_migration import __main__ as cli
 from face_migration import __version__
-from face_migration.errors import IdentityFileError
+from face_migration.errors import IdentityFileError, IncompatibleModelError
 from face_migration.pulid import identity_file
 from face_migration.pulid.identity import PulidIdentity
 from face_migration.pulid.identity_file import (face_thumbnail, identity_file_name, load_identity, matches,
@@ -44,7 +47,7 @@ def test_round_trip_is_bit_identical(tmp_path):
     assert saved.identity.cond.dtype == torch.float32
     assert torch.equal(saved.identity.cond, original.cond) and torch.equal(saved.identity.uncond, original.uncond)
     assert saved.identity.model_fingerprint == FINGERPRINT
-    assert saved.identity.info == {"references": 2, "faces_used": 2, "combine": "concat"}
+    assert saved.identity.info == {"references": 2, "faces_used": 2, "combine": "concat", "file": "face.safetensors"}
     assert np.array_equal(saved.thumbnail, thumbnail())
     assert saved.metadata["pack_version"] == __version__
     assert matches(saved, original, thumbnail())
@@ -61,7 +64,7 @@ def test_thumbnail_is_optional(tmp_path):
 def test_identity_without_encoder_info_gets_defaults(tmp_path):
     path = tmp_path / "face.safetensors"
     save_identity(identity(info={}), str(path))
-    assert load_identity(str(path)).identity.info == {"references": 1, "combine": "mean"}
+    assert load_identity(str(path)).identity.info == {"references": 1, "combine": "mean", "file": "face.safetensors"}
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
@@ -76,6 +79,18 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         save_identity(identity(seed=1), str(path))
     assert path.read_bytes() == before, "a failed save damaged the existing file"
     assert sorted(os.listdir(tmp_path)) == ["face.safetensors"], "a temporary file was left behind"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_a_saved_file_gets_the_umasks_mode_as_comfyuis_outputs_do(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        save_identity(identity(), str(tmp_path / "face.safetensors"))
+        save_identity(identity(seed=1), str(tmp_path / "face.safetensors"))  # a replaced file too
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "face.safetensors").stat().st_mode & 0o777 == mode
 
 
 def test_save_refuses_non_finite_tokens(tmp_path):
@@ -160,6 +175,85 @@ def test_malformed_header_is_refused(tmp_path):
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(IdentityFileError, match="odd.safetensors.*damaged safetensors header"):
         load_identity(str(path))
+
+
+def test_a_model_file_put_among_the_identities_gets_a_short_error(tmp_path):
+    path = tmp_path / "flux1-dev.safetensors"
+    tensors = {f"double_blocks.{i}.img_attn.qkv.weight_with_a_long_name": torch.zeros(1) for i in range(2000)}
+    save_file(tensors, str(path), {f"ss_training_note_{i}": "x" * 500 for i in range(50)})
+    with pytest.raises(IdentityFileError) as caught:
+        load_identity(str(path))
+    message = str(caught.value)
+    assert len(message) < 600, message
+    assert str(path) in message and "2,000 tensors" in message and "1,997 more" in message
+    assert "'double_blocks.0.img_attn.qkv.weight_with_a_long_name'" in message and "models/pulid" in message
+
+
+def test_many_unexpected_keys_and_long_values_are_summed_up(tmp_path):
+    tensors, metadata = good_parts()
+    tensors.update({f"extra_{i}": torch.zeros(1) for i in range(500)})
+    metadata.update({f"note_{i}": "n" for i in range(500)}, combine="c" * 5000)
+    path = tmp_path / "odd_face.safetensors"
+    save_file(tensors, str(path), metadata)
+    with pytest.raises(IdentityFileError) as caught:
+        load_identity(str(path))
+    message = str(caught.value)
+    assert len(message) < 700, message
+    assert "unexpected tensors 'extra_0', 'extra_1', 'extra_10' and 497 more" in message
+    assert "unexpected metadata 'note_0', 'note_1', 'note_10' and 497 more" in message
+    assert "'combine' is 'ccccc" in message and "...," in message
+
+
+def cut_off(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def header_cut(path):
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def empty(path):
+    path.write_bytes(b"")
+
+
+def pickled(path):
+    path.write_bytes(pickle.dumps({"cond": [1.0]}, protocol=4))
+
+
+def edited_header(path):
+    header = b'{"cond": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}'
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+
+
+@pytest.mark.parametrize("damage", [cut_off, header_cut, empty, pickled, edited_header])
+def test_a_damaged_identity_is_not_called_a_download(tmp_path, damage):
+    """The file may be the user's own (Save Identity) or shared: the advice fits both."""
+    path = tmp_path / "mine.safetensors"
+    save_identity(identity(), str(path))
+    damage(path)
+    with pytest.raises(IdentityFileError) as caught:
+        load_identity(str(path))
+    message = str(caught.value)
+    assert "download" not in message.lower() and "Save Identity" in message and str(path) in message, message
+
+
+def fake_pulid(token_dim=16):
+    return SimpleNamespace(cfg=SimpleNamespace(token_dim=token_dim))
+
+
+def test_a_loaded_identity_from_another_pulid_model_names_its_file_and_both_fingerprints(tmp_path):
+    path = tmp_path / "anna.safetensors"
+    save_identity(identity(), str(path))
+    loaded = load_identity(str(path)).identity
+    with pytest.raises(IncompatibleModelError) as caught:
+        loaded.check_against(fake_pulid(), "fedcba9876543210")
+    message = str(caught.value)
+    assert "anna.safetensors" in message and FINGERPRINT in message and "fedcba9876543210" in message
+    assert "Load Identity" in message and "Encode Face" in message  # fits both graphs
+    assert "encode node" not in message
+    with pytest.raises(IncompatibleModelError) as caught:  # straight from Encode Face: no file to name
+        identity().check_against(fake_pulid(), "fedcba9876543210")
+    assert "This face identity was made with PuLID weights 0123456789abcdef" in str(caught.value)
 
 
 def test_thumbnail_keeps_only_the_aligned_crop():

@@ -27,11 +27,16 @@ class PulidIdentity:
         return self.cond.shape[-1]
 
     def check_against(self, model: PulidFlux, fingerprint: str) -> None:
+        """Refuse a PuLID model other than the identity's; the message fits an identity from Encode Face and
+        one from Load Identity (whose file name is in info["file"])."""
         if self.token_dim != model.cfg.token_dim or self.model_fingerprint != fingerprint:
+            made = f"The face identity file {self.info['file']}" if "file" in self.info else "This face identity"
             raise IncompatibleModelError(
-                f"This face identity was encoded with another PuLID model (weights {self.model_fingerprint}, "
-                f"token width {self.token_dim}) than the one given to Apply (weights {fingerprint}, token width "
-                f"{model.cfg.token_dim}). Connect the same PuLID model loader to the encode node and to Apply.")
+                f"{made} was made with PuLID weights {self.model_fingerprint} (token width {self.token_dim}); "
+                f"the PuLID file given here has weights {fingerprint} (token width {model.cfg.token_dim}). Use the "
+                f"same PuLID model for both: in the Load PuLID-FLUX Model node feeding Encode Face or Load Identity "
+                f"and Apply, choose the PuLID file whose fingerprint is {self.model_fingerprint}, or encode the "
+                f"face again with the PuLID file you want.")
 
 
 def identity_from_embeddings(model: PulidFlux, fingerprint: str, id_vector: torch.Tensor,

@@ -10,15 +10,17 @@ parsing) and share it without sharing the photo. Layout of format version 1:
             combine, pack_version; faces_used when known
 
 Files are read without pickle (safetensors), refused above MAX_FILE_BYTES, and checked key by key before
-any tensor is used; every error names the file. Also `python -m face_migration identity info FILE`.
+any tensor is used; every error names the file and, kept short, at most a few of its keys. A file may be
+the user's own (Save Identity) or shared, so the advice fits both. New files get the umask's mode, as
+ComfyUI's outputs do. Also `python -m face_migration identity info FILE`.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import secrets
 import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,11 @@ METADATA = {
 }
 _DTYPE_NAMES = {torch.float32: "F32", torch.uint8: "U8"}
 _SAFE_NAME = re.compile(r"[^\W][\w .()-]{0,119}")  # letters, digits, space and ._-() ; no path separators
+SHOWN_KEYS = 3  # keys named in an error; a model file has thousands
+SHOWN_VALUE = 40  # characters of a metadata value in an error
+# For a file that is cut off or damaged: it may have been saved here or copied from someone.
+REWRITE_ADVICE = ("Save the identity again with Save Identity (for a shared file, ask whoever shared it for a "
+                  "new copy).")
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,9 @@ def save_identity(identity: PulidIdentity, path: str, thumbnail: np.ndarray | No
     data = identity_to_bytes(identity, thumbnail)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".saving-", suffix=".tmp")
+    temporary = os.path.join(folder, f".saving-{secrets.token_hex(8)}.tmp")
+    # Mode 0o666 less the umask, as for ComfyUI's outputs (mkstemp's files are 0600, readable by no one else).
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -131,9 +140,16 @@ def save_identity(identity: PulidIdentity, path: str, thumbnail: np.ndarray | No
         raise
 
 
+def _some(keys: list[str]) -> str:
+    """The first few keys in sorted order, quoted, and how many more there are."""
+    shown = ", ".join(f"'{k}'" for k in sorted(keys)[:SHOWN_KEYS])
+    return shown + (f" and {len(keys) - SHOWN_KEYS:,} more" if len(keys) > SHOWN_KEYS else "")
+
+
 def _tensor_problems(entries: dict[str, tuple[str, list[int]]]) -> list[str]:
     """Key-by-key check of the tensor table {key: (dtype, shape)}."""
-    problems = [f"unexpected tensor '{k}'" for k in entries if k not in (*TOKEN_KEYS, THUMBNAIL_KEY)]
+    unexpected = [k for k in entries if k not in (*TOKEN_KEYS, THUMBNAIL_KEY)]
+    problems = [f"unexpected tensor{'s' if len(unexpected) > 1 else ''} {_some(unexpected)}"] if unexpected else []
     problems += [f"tensor '{k}' is missing" for k in TOKEN_KEYS if k not in entries]
     for key in TOKEN_KEYS:
         if key in entries:
@@ -151,14 +167,16 @@ def _tensor_problems(entries: dict[str, tuple[str, list[int]]]) -> list[str]:
 
 
 def _metadata_problems(metadata: dict[str, str]) -> list[str]:
-    problems = [f"unexpected metadata '{k}'" for k in metadata if k not in METADATA]
+    unexpected = [k for k in metadata if k not in METADATA]
+    problems = [f"unexpected metadata {_some(unexpected)}"] if unexpected else []
     for key, (required, accepts, expected) in METADATA.items():
         value = metadata.get(key)
         if value is None:
             if required:
                 problems.append(f"metadata '{key}' is missing")
         elif not isinstance(value, str) or not accepts(value):
-            problems.append(f"metadata '{key}' is {value!r}, expected {expected}")
+            shown = repr(value) if len(repr(value)) <= SHOWN_VALUE else repr(value)[:SHOWN_VALUE] + "..."
+            problems.append(f"metadata '{key}' is {shown}, expected {expected}")
     return problems
 
 
@@ -169,7 +187,15 @@ def _value_problems(tensors: dict[str, torch.Tensor]) -> list[str]:
 def _refuse(path: str, problems: list[str]):
     raise IdentityFileError(
         f"{path} is not a valid face identity file ({FORMAT} version {FORMAT_VERSION}): {'; '.join(problems)}. "
-        f"Save the identity again with Save Identity (or ask whoever shared the file for a new copy).")
+        f"{REWRITE_ADVICE}")
+
+
+def _refuse_other_file(path: str, keys: list[str]):
+    """A safetensors file without ID tokens: most likely a model put into the identities folder."""
+    raise IdentityFileError(
+        f"{path} is not a face identity file: it holds {len(keys):,} tensor{'s' if len(keys) != 1 else ''} "
+        f"({_some(keys) or 'none'}) and no ID tokens ('cond', 'uncond'). A model file belongs in its own models "
+        f"folder (a PuLID file in models/pulid); models/{FOLDER}/ holds only identities written by Save Identity.")
 
 
 def load_identity(path: str) -> SavedIdentity:
@@ -181,10 +207,12 @@ def load_identity(path: str) -> SavedIdentity:
     if size > MAX_FILE_BYTES:
         _refuse(path, [f"it is {size:,} bytes, a face identity file holds at most {MAX_FILE_BYTES:,}"])
     try:
-        header = read_header(path, f"models/{FOLDER}")
+        header = read_header(path, f"models/{FOLDER}", fix="")
         entries = {k: (str(v["dtype"]), [int(s) for s in v["shape"]]) for k, v in header.items()}
     except ModelFileError as exc:
-        _refuse(path, [str(exc).rstrip(".")])
+        _refuse(path, [str(exc).rstrip(". ")])
+    if not any(key in entries for key in TOKEN_KEYS):
+        _refuse_other_file(path, list(entries))
     problems = _tensor_problems(entries)
     try:
         with safe_open(path, framework="pt", device="cpu") as reader:
@@ -200,6 +228,7 @@ def load_identity(path: str) -> SavedIdentity:
         _refuse(path, problems)
     info = {key: (int(metadata[key]) if key in ("references", "faces_used") else metadata[key])
             for key in ("references", "faces_used", "combine") if key in metadata}
+    info["file"] = os.path.basename(path)  # named by Apply's error when the PuLID model does not fit
     identity = PulidIdentity(tensors["cond"], tensors["uncond"], metadata["model_fingerprint"], info)
     thumbnail = tensors[THUMBNAIL_KEY].numpy() if THUMBNAIL_KEY in tensors else None
     return SavedIdentity(identity, thumbnail, dict(metadata))

@@ -6,8 +6,9 @@ show the wait.
 
 Every request is paid, so one is sent again only when the server cannot have started the work: no
 connection was made (refused, connect timeout, name not found), or the answer was 408, 429, 502, 503
-or 504. Tries are spaced by exponential backoff with jitter, at least the server's Retry-After, and
-bounded in number and in total time. A read timeout or a broken answer after the request went out is
+or 504 (unless its JSON says "retryable": false, as the self-hosted route's permanent 503s do). Tries
+are spaced by exponential backoff with jitter, at least the server's Retry-After, and bounded in number
+and in total time. A read timeout or a broken answer after the request went out is
 sent again only with `RetryPolicy(retry_timeouts=True)`. An error of a call that may have been billed
 says so (and has `maybe_billed`). Errors never carry the key: server text is redacted and exceptions
 are raised without chaining."""
@@ -350,6 +351,9 @@ class FaceMigrationClient:
             return RateLimitError(f"Rate limit or quota exceeded ({said}). Wait a minute and try again, and "
                                   f"check the quota or resource package of your account.", retryable=True,
                                   **common)
+        if status in RETRY_STATUSES and _says_not_retryable(response.body):
+            return ServerError(f"The server cannot serve this request ({said}) and says that sending it again "
+                               f"will not help until its operator fixes the server.", retryable=False, **common)
         if status == 408 or status >= 500:
             return ServerError(f"The face-migration service failed ({said}). It may be overloaded or down; "
                                f"try again later.", retryable=status in RETRY_STATUSES, **common)
@@ -538,6 +542,13 @@ def _message_in(document) -> str | None:
         if value:
             return str(value)
     return None
+
+
+def _says_not_retryable(body: bytes) -> bool:
+    """A JSON answer with "retryable": false: the server will refuse the same request again (the
+    self-hosted route's 503 for models or a template it lacks)."""
+    document = _json_or_none(body)
+    return isinstance(document, dict) and document.get("retryable") is False
 
 
 def _server_message(body: bytes) -> str:

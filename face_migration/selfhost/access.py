@@ -1,6 +1,7 @@
 """Who may use the self-hosted route. The token comes from the environment or a file in ComfyUI's user
 folder, never from a workflow. Without a token the route answers only when ComfyUI listens on this
-machine alone; a ComfyUI reachable from other machines refuses every request until a token is set."""
+machine alone; a ComfyUI reachable from other machines refuses every request until a token is set.
+Refusals tell the client how the owner sets a token but never this server's paths (those go to the log)."""
 from __future__ import annotations
 
 import hmac
@@ -8,22 +9,36 @@ import ipaddress
 import os
 from pathlib import Path
 
-from ..errors import ApiNotConfiguredError, ApiTokenError
+from ..errors import ApiNotConfiguredError, ApiTokenError, ApiTokenFileError
 
 TOKEN_ENV = "FACE_MIGRATION_API_TOKEN"
 TOKEN_FILENAME = "face_migration_api_token.txt"
+# How the owner sets a token, without this server's paths: the same words as the README.
+HOW_TO_SET_TOKEN = (f"its owner sets the environment variable {TOKEN_ENV} before starting ComfyUI, or writes the "
+                    f"token alone into {TOKEN_FILENAME} in ComfyUI's user folder; clients send it as "
+                    f"'Authorization: Bearer <token>'")
 
 
 def configured_token(user_directory: str | os.PathLike, environ=os.environ) -> str | None:
     """The token from FACE_MIGRATION_API_TOKEN, else from ComfyUI/user/face_migration_api_token.txt
-    (read on each request, so a new token applies without a restart); None when neither is set."""
+    (read on each request, so a new token applies without a restart); None when neither is set.
+    A token file that cannot be read refuses every request (ApiTokenFileError, 403): the owner meant to
+    set a token, so the route must not fall back to none."""
     token = environ.get(TOKEN_ENV, "").strip()
     if token:
         return token
+    path = Path(user_directory) / TOKEN_FILENAME
     try:
-        token = (Path(user_directory) / TOKEN_FILENAME).read_text(encoding="utf-8").strip()
+        token = path.read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = "a folder" if path.is_dir() else f"unreadable ({type(exc).__name__}: {exc})"
+        raise ApiTokenFileError(
+            f"the API token file of this server cannot be read, so the face-migration route refuses every "
+            f"request: its owner rewrites {TOKEN_FILENAME} in ComfyUI's user folder as a plain UTF-8 text file "
+            f"holding the token alone, or sets {TOKEN_ENV} instead",
+            detail=f"{path} is {cause}; write the token alone into it as UTF-8 text") from None
     return token or None
 
 
@@ -42,21 +57,21 @@ def listens_beyond_loopback(listen: str) -> bool:
     return False
 
 
-def how_to_set_token(user_directory) -> str:
-    return (f"set the environment variable {TOKEN_ENV} before starting ComfyUI, or write the token into "
-            f"{Path(user_directory) / TOKEN_FILENAME}; clients send it as 'Authorization: Bearer <token>'")
-
-
 def authorize(authorization: str | None, token: str | None, beyond_loopback: bool, user_directory) -> None:
     """Raise ApiTokenError (401) or ApiNotConfiguredError (403); return when the request may go on.
-    The token and the received header are never part of a message."""
+    The token and the received header are never part of a message or of the log's detail."""
+    token_file = Path(user_directory) / TOKEN_FILENAME
     if token is None:
         if beyond_loopback:
             raise ApiNotConfiguredError(
                 "this ComfyUI listens beyond this machine and has no API token, so the face-migration route "
-                f"refuses every request: {how_to_set_token(user_directory)}")
+                f"refuses every request: {HOW_TO_SET_TOKEN}",
+                detail=f"no token set: set {TOKEN_ENV} or write the token into {token_file}")
         return
     scheme, _, sent = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+        sent_what = ("no Authorization header" if not (authorization or "").strip() else
+                     "not a Bearer token" if scheme.lower() != "bearer" else "a wrong Bearer token")
         raise ApiTokenError("Authorization: missing or wrong Bearer token; send 'Authorization: Bearer <token>' "
-                            "with the token set on this server (" + how_to_set_token(user_directory) + ")")
+                            "with the token this server's owner gave you",
+                            detail=f"{sent_what} (the token comes from {TOKEN_ENV} or {token_file})")

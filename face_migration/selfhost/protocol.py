@@ -1,13 +1,17 @@
 """The hosted request and answer, exactly: a multipart form (file `image`; fields `model`, `size` or
 `width`+`height`, `guidance_scale`, `num_inference_steps`, `id_weight`, `id_timestep_start`, `prompt`, optional
 `seed`) in,
-{"data": [{"b64_json": ...}], "created": ...} or {"message": ...} out. Ranges and sizes are the remote
-client's (remote/params.py), so both sides of the wire agree."""
+{"data": [{"b64_json": ...}], "created": ...} or {"message": ...} out; a 503's body also says whether
+sending the request again can help ("retryable"). Ranges and sizes are the remote client's
+(remote/params.py), so both sides of the wire agree. Error bodies never hold a server path, file name or
+traceback: those go to the server's log, one line per refused request, a traceback only for a fault of
+the route itself."""
 from __future__ import annotations
 
 import base64
 import dataclasses
 import io
+import logging
 import math
 import random
 import time
@@ -15,14 +19,17 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..errors import ApiImageTooLargeError, ApiRequestError
+from ..errors import ApiImageTooLargeError, ApiRequestError, ApiUnavailableError
 from ..remote.params import DEFAULT_MODEL, DEFAULT_SIZE, MAX_SEED, RANGES, FaceMigrationParams
+
+logger = logging.getLogger(__name__)
 
 IMAGE_FIELD = "image"
 TEXT_FIELDS = ("model", "size", "width", "height", *RANGES, "prompt", "seed")
-# The hosted schema's other way to ask for a size: width and height, each 8..1024 in steps of 8, together and
-# never with `size`.
-DIMENSION_MIN, DIMENSION_MAX, DIMENSION_STEP = 8, 1024, 8
+# The hosted schema's other way to ask for a size: width and height together, never with `size`. The hosted
+# API takes 8..1024 in steps of 8; the templates' latent node (EmptySD3LatentImage) takes at least 16 in
+# steps of 16, so the route accepts what both allow: 16..1024 in steps of 16.
+DIMENSION_MIN, DIMENSION_MAX, DIMENSION_STEP = 16, 1024, 16
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 25_000_000  # about 5000 x 5000
 # What Pillow may decode for us; the suffix the upload gets in ComfyUI's temp folder.
@@ -104,7 +111,7 @@ def _dimensions(values: dict[str, str], problems: list[str]) -> tuple[int, int] 
             continue
         if not isinstance(value, int) or not DIMENSION_MIN <= value <= DIMENSION_MAX or value % DIMENSION_STEP:
             problems.append(f"{name}: {value} must be a multiple of {DIMENSION_STEP} in "
-                            f"{DIMENSION_MIN}..{DIMENSION_MAX}")
+                            f"{DIMENSION_MIN}..{DIMENSION_MAX} (the steps this server's models work in)")
         dimensions.append(value)
     return tuple(dimensions) if len(dimensions) == 2 and not problems else None
 
@@ -155,5 +162,21 @@ def image_answer(images: list[bytes], created: float | None = None) -> dict:
             "created": int(time.time() if created is None else created)}
 
 
-def error_answer(error: ApiRequestError) -> tuple[int, dict]:
-    return error.status, {"message": str(error)}
+def error_answer(error: BaseException) -> tuple[int, dict]:
+    """The status and body for whatever a request ended with, and its log line. A refusal (ApiRequestError)
+    is one line with the details only the log gets; a client gone mid-request (a ConnectionError while its
+    body is read) is one line; anything else is a fault of the route: a 500 and the traceback in the log."""
+    if isinstance(error, ApiRequestError):
+        said = f"{error} [{error.detail}]" if error.detail else str(error)
+        logger.log(logging.WARNING if error.status >= 500 else logging.INFO, "face-migration API: %d %s",
+                   error.status, said)
+        body = {"message": str(error)}
+        if isinstance(error, ApiUnavailableError):
+            body["retryable"] = error.retryable
+        return error.status, body
+    if isinstance(error, ConnectionError):
+        logger.info("face-migration API: the client went away during its request (%s)", type(error).__name__)
+        return 400, {"message": "the request was cut off before it was read; send it again"}
+    logger.error("face-migration API: the route failed", exc_info=error)
+    return 500, {"message": "the face-migration route failed on this server; its owner finds the cause in the "
+                            "server log"}

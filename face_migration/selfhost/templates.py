@@ -10,7 +10,8 @@ A placeholder is a whole input value, the string "{{name}}", replaced by a value
 
 Templates are looked up in the folders given, later folders overriding earlier ones by model name (the
 pack's api_templates/, then the user's). The request's model name is only compared with the file names
-found; it never becomes part of a path."""
+found; it never becomes part of a path. Errors tell a client the model name only; which file and why go
+to the server's log (the errors' `detail`)."""
 from __future__ import annotations
 
 import copy
@@ -47,17 +48,22 @@ class TemplateCatalog:
         return found
 
     def template(self, model: str) -> dict:
-        """The parsed template for a model name; ApiRequestError (400) for a name without one."""
+        """The parsed template for a model name; ApiRequestError (400) for a name without one, ApiTemplateError
+        (503, not retryable) for a template that cannot be used."""
         files = self.files()
         if model not in files:
             raise ApiRequestError(
-                f"model: no template for {model!r} on this server; use one of {', '.join(sorted(files)) or 'none'} "
-                f"(the server's owner adds MODEL{SUFFIX} to {self.folders[-1]})")
+                f"model: no template for {model!r} on this server; use one of {', '.join(sorted(files)) or 'none'}",
+                detail=f"the server's owner adds MODEL{SUFFIX} to {self.folders[-1]}")
         path = files[model]
         stat = path.stat()
         version = (stat.st_mtime_ns, stat.st_size)
         if path not in self._parsed or self._parsed[path][0] != version:
-            self._parsed[path] = (version, load_template(path))
+            try:
+                self._parsed[path] = (version, load_template(path))
+            except ApiTemplateError as exc:
+                raise ApiTemplateError(f"the API template for model {model!r} cannot be used on this server; its "
+                                       f"owner finds why in the server log", detail=str(exc)) from None
         return self._parsed[path][1]
 
 

@@ -212,6 +212,21 @@ def test_503s_until_the_tries_run_out_were_never_billed(key, fake, caplog):
     assert not caught.value.maybe_billed and "billed" not in str(caught.value)
 
 
+def test_a_503_marked_not_retryable_is_sent_once(key, fake):
+    """The self-hosted route's 503 for models or a template it lacks: another try gets the same answer."""
+    fake.queue(Reply.json({"message": "models missing on this server for model 'flux-1-dev'", "retryable": False},
+                          status=503), Reply.image_b64(gradient_image()))
+    with pytest.raises(ServerError) as caught:
+        make_client(key, fake).generate(face(), PARAMS)
+    assert len(fake.requests) == 1 and not caught.value.retryable and not caught.value.maybe_billed
+    assert "models missing on this server" in str(caught.value) and "will not help" in str(caught.value)
+
+
+def test_a_503_marked_retryable_is_retried(key, fake):
+    fake.queue(Reply.json({"message": "queue full", "retryable": True}, status=503), Reply.image_b64(gradient_image()))
+    assert len(make_client(key, fake).generate(face(), PARAMS)) == 1 and len(fake.requests) == 2
+
+
 def test_429_until_the_tries_run_out_mentions_the_quota(key, fake):
     fake.queue(*[Reply.json({"message": "quota"}, status=429)] * 2)
     with pytest.raises(RateLimitError, match="quota or resource package"):

@@ -1,7 +1,10 @@
 """Token rules of the self-hosted route."""
+import os
+import sys
+
 import pytest
 
-from face_migration.errors import ApiNotConfiguredError, ApiTokenError
+from face_migration.errors import ApiNotConfiguredError, ApiTokenError, ApiTokenFileError
 from face_migration.selfhost.access import (TOKEN_ENV, TOKEN_FILENAME, authorize, configured_token,
                                             listens_beyond_loopback)
 
@@ -35,7 +38,9 @@ def test_no_token_beyond_loopback_refuses_and_says_how_to_set_one(tmp_path):
     with pytest.raises(ApiNotConfiguredError) as caught:
         authorize("Bearer anything", None, True, tmp_path)
     assert caught.value.status == 403
-    assert TOKEN_ENV in str(caught.value) and str(tmp_path / TOKEN_FILENAME) in str(caught.value)
+    assert TOKEN_ENV in str(caught.value) and TOKEN_FILENAME in str(caught.value)
+    assert str(tmp_path) not in str(caught.value), "a server path in a body sent to anyone"
+    assert str(tmp_path / TOKEN_FILENAME) in caught.value.detail  # the log says where
 
 
 @pytest.mark.parametrize("header", [None, "", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer ",
@@ -46,6 +51,34 @@ def test_a_missing_or_wrong_token_is_a_401_that_never_shows_the_token(tmp_path, 
             authorize(header, TOKEN, beyond, tmp_path)
         assert caught.value.status == 401
         assert TOKEN[:-1] not in str(caught.value)  # neither the token nor what was sent
+        assert TOKEN[:-1] not in caught.value.detail  # nor in the log
+        assert str(tmp_path) not in str(caught.value) and str(tmp_path) in caught.value.detail
+
+
+def not_utf8(path):
+    path.write_bytes(b"\xff\xfe token in UTF-16 \x00")
+
+
+def a_folder(path):
+    path.mkdir()
+
+
+def unreadable(path):
+    path.write_text(TOKEN)
+    path.chmod(0)
+
+
+@pytest.mark.parametrize("make", [not_utf8, a_folder, pytest.param(unreadable, marks=pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() == 0, reason="root reads any file; POSIX modes"))])
+def test_a_token_file_that_cannot_be_read_refuses_every_request_naming_the_fix(tmp_path, make):
+    make(tmp_path / TOKEN_FILENAME)
+    with pytest.raises(ApiTokenFileError) as caught:
+        configured_token(tmp_path, environ={})
+    assert caught.value.status == 403
+    message = str(caught.value)
+    assert TOKEN_FILENAME in message and "UTF-8" in message and TOKEN_ENV in message
+    assert str(tmp_path) not in message and str(tmp_path / TOKEN_FILENAME) in caught.value.detail
+    assert configured_token(tmp_path, environ={TOKEN_ENV: TOKEN}) == TOKEN  # the environment still wins
 
 
 def test_the_right_token_passes(tmp_path):

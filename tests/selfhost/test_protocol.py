@@ -5,7 +5,10 @@ import io
 import pytest
 from PIL import Image, ImageFile
 
-from face_migration.errors import ApiImageTooLargeError, ApiRequestError
+import logging
+
+from face_migration.errors import (ApiImageTooLargeError, ApiPromptFailedError, ApiRequestError, ApiSetupError,
+                                   ApiTokenError, ApiUnavailableError)
 from face_migration.remote.params import MAX_SEED, RANGES, SIZES
 from face_migration.selfhost import protocol
 from face_migration.selfhost.protocol import error_answer, image_answer, parse_request
@@ -63,15 +66,19 @@ def test_a_bad_field_is_a_400_naming_it(changes, named):
 
 
 def test_width_and_height_ask_for_any_size_the_hosted_schema_allows():
-    request = parse_request(*form(size=None, width="512", height="264"))
-    assert request.params.width_height == (512, 264)
+    request = parse_request(*form(size=None, width="512", height="272"))
+    assert request.params.width_height == (512, 272)
+    assert parse_request(*form(size=None, width="16", height="1024")).params.width_height == (16, 1024)
 
 
 @pytest.mark.parametrize("changes, named", [
     ({"width": "512", "height": "512"}, "size: sent together with width/height"),
     ({"size": None, "width": "512"}, "height: missing"),
-    ({"size": None, "width": "500", "height": "512"}, "width: 500 must be a multiple of 8 in 8..1024"),
-    ({"size": None, "width": "512", "height": "2048"}, "height: 2048 must be a multiple of 8 in 8..1024"),
+    ({"size": None, "width": "500", "height": "512"}, "width: 500 must be a multiple of 16 in 16..1024"),
+    ({"size": None, "width": "512", "height": "2048"}, "height: 2048 must be a multiple of 16 in 16..1024"),
+    # The hosted API takes these (8..1024 in steps of 8); the templates' latent node does not (16, steps of 16).
+    ({"size": None, "width": "8", "height": "512"}, "width: 8 must be a multiple of 16 in 16..1024"),
+    ({"size": None, "width": "512", "height": "520"}, "height: 520 must be a multiple of 16 in 16..1024"),
     ({"size": None, "width": "wide", "height": "512"}, "width: 'wide' is not a number"),
 ])
 def test_a_bad_width_or_height_is_a_400_naming_it(changes, named):
@@ -141,3 +148,44 @@ def test_answers_have_the_hosted_shapes():
     assert answer == {"data": [{"b64_json": base64.b64encode(b"one").decode()},
                                {"b64_json": base64.b64encode(b"two").decode()}], "created": 1700000000}
     assert error_answer(ApiImageTooLargeError("image: too big")) == (413, {"message": "image: too big"})
+
+
+def test_a_503_says_whether_sending_it_again_can_help():
+    assert error_answer(ApiUnavailableError("queue full")) == (503, {"message": "queue full", "retryable": True})
+    assert error_answer(ApiSetupError("models missing", detail="/srv/models/x")) == (
+        503, {"message": "models missing", "retryable": False})
+
+
+def test_the_details_go_to_the_log_in_one_line_and_never_to_the_client(caplog):
+    caplog.set_level(logging.INFO, logger=protocol.__name__)
+    error = ApiTokenError("Authorization: missing or wrong Bearer token", detail="the token is in /srv/user/t.txt")
+    status, body = error_answer(error)
+    assert (status, body) == (401, {"message": "Authorization: missing or wrong Bearer token"})
+    (record,) = caplog.records
+    assert "/srv/user/t.txt" in record.getMessage() and "401" in record.getMessage()
+    assert "\n" not in record.getMessage() and record.exc_info is None and record.levelno == logging.INFO
+    caplog.clear()
+    error_answer(ApiPromptFailedError("the prompt failed in node 3 (KSampler)", detail="CUDA out of memory"))
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "CUDA out of memory" in record.getMessage() and not record.exc_info
+
+
+def test_a_client_gone_mid_upload_is_one_line_without_a_traceback(caplog):
+    caplog.set_level(logging.INFO, logger=protocol.__name__)
+    try:
+        raise ConnectionResetError("Connection lost")
+    except ConnectionResetError as exc:
+        status, body = error_answer(exc)
+    assert status == 400 and set(body) == {"message"}
+    (record,) = caplog.records
+    assert record.exc_info is None and record.levelno == logging.INFO and "went away" in record.getMessage()
+
+
+def test_a_fault_of_the_route_is_a_500_with_the_traceback_in_the_log_only(caplog):
+    try:
+        raise KeyError("/srv/comfy/secret/path")
+    except KeyError as exc:
+        status, body = error_answer(exc)
+    assert status == 500 and set(body) == {"message"} and "/srv" not in body["message"]
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and record.exc_info[1] is not None

@@ -52,6 +52,17 @@ def test_an_unknown_model_is_a_400_listing_the_models_and_never_a_path(tmp_path)
         with pytest.raises(ApiRequestError, match="model: no template for .*use one of flux-1-schnell") as caught:
             catalog.template(model)
         assert caught.value.status == 400
+        assert str(tmp_path) not in str(caught.value) and str(tmp_path) in caught.value.detail  # for the log
+
+
+def test_a_broken_template_tells_the_client_its_model_and_only_the_log_its_file(tmp_path):
+    path = write(tmp_path, "flux-1-schnell", "{not json")
+    with pytest.raises(ApiTemplateError) as caught:
+        TemplateCatalog([tmp_path]).template("flux-1-schnell")
+    message = str(caught.value)
+    assert "'flux-1-schnell'" in message and str(tmp_path) not in message and ".json" not in message
+    assert str(path) in caught.value.detail and "not readable JSON" in caught.value.detail
+    assert caught.value.status == 503 and caught.value.retryable is False
 
 
 def test_fill_puts_typed_values_in_place_of_placeholders_and_leaves_the_template_alone():
