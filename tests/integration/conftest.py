@@ -1,11 +1,14 @@
-"""Integration tests against a real, headless ComfyUI.
+"""Integration tests against real, headless ComfyUI installations: a version matrix.
 
-Skipped unless COMFYUI_PATH points at a ComfyUI checkout (a folder with main.py). The server runs with
-COMFYUI_PYTHON (default: this interpreter), which needs torch and ComfyUI's requirements. One server is
-shared by the whole session; it gets a temporary --base-directory holding this pack and the test
-helper pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (written by
-tests/make_tiny_flux.py, 1.1 GB; set COMFY_TINY_FLUX to such a file to reuse it) and tiny PuLID files in
-models/pulid; the `tiny_face` fixture adds the face models and test photos.
+Skipped unless COMFYUI_PATH names ComfyUI checkouts (folders with main.py), several separated by os.pathsep
+(":" on Linux and macOS, ";" on Windows), e.g. the oldest and the newest supported. COMFYUI_PYTHON names the
+Python that runs each (likewise separated; one entry serves every checkout; default: this interpreter); it
+needs torch and that ComfyUI's requirements. Every integration test runs once per checkout, and its id names
+the version (`[comfyui-0.33.0]`); a path that holds no ComfyUI fails the run with a message. One server per
+checkout is shared by the tests; it gets a temporary --base-directory holding this pack and the test helper
+pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (written by tests/make_tiny_flux.py,
+1.1 GB; set COMFY_TINY_FLUX to such a file to reuse it) and tiny PuLID files in models/pulid; the
+`tiny_face` fixture adds the face models and test photos.
 
 Other settings: COMFYUI_EXTRA_ARGS (default "--cpu"), COMFYUI_START_TIMEOUT (s, default 180),
 COMFYUI_PROMPT_TIMEOUT (s, default 600).
@@ -13,8 +16,10 @@ COMFYUI_PROMPT_TIMEOUT (s, default 600).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -40,16 +45,82 @@ from make_tiny_flux import write_tiny_flux  # noqa: E402
 from tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
 
 
-def _comfyui_path() -> Path | None:
-    path = os.environ.get("COMFYUI_PATH")
-    return Path(path) if path and (Path(path) / "main.py").is_file() else None
+@dataclasses.dataclass(frozen=True)
+class ComfyInstall:
+    """One ComfyUI checkout of the matrix and the Python that runs it."""
+    path: Path
+    python: str
+    version: str
+    commit: str | None
+
+    @property
+    def id(self) -> str:
+        return f"comfyui-{self.version}"
+
+    def at_least(self, version: str) -> bool:
+        return _version_tuple(self.version) >= _version_tuple(version)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def _read_install(path: Path, python: str) -> ComfyInstall:
+    version_file = path / "comfyui_version.py"
+    if not (path / "main.py").is_file() or not version_file.is_file():
+        raise pytest.UsageError(f"COMFYUI_PATH entry {path} is not a ComfyUI checkout (no main.py and "
+                                f"comfyui_version.py there); name the folder that holds ComfyUI's main.py")
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", version_file.read_text())
+    if not found:
+        raise pytest.UsageError(f"{version_file} holds no __version__; is {path} a ComfyUI checkout?")
+    done = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = done.stdout.strip() if done.returncode == 0 else None
+    return ComfyInstall(path.resolve(), python, found.group(1), commit)
+
+
+def comfy_installs() -> list[ComfyInstall]:
+    """The checkouts COMFYUI_PATH names, with their Pythons from COMFYUI_PYTHON; [] when it is unset."""
+    paths = [Path(p) for p in os.environ.get("COMFYUI_PATH", "").split(os.pathsep) if p.strip()]
+    pythons = [p for p in os.environ.get("COMFYUI_PYTHON", "").split(os.pathsep) if p.strip()]
+    if len(pythons) > 1 and len(pythons) != len(paths):
+        raise pytest.UsageError(f"COMFYUI_PYTHON names {len(pythons)} Pythons for {len(paths)} COMFYUI_PATH "
+                                f"entries: give one for all, or one per checkout in the same order")
+    pythons = pythons * len(paths) if len(pythons) == 1 else pythons or [sys.executable] * len(paths)
+    installs = [_read_install(path, python) for path, python in zip(paths, pythons)]
+    if len({install.id for install in installs}) != len(installs):
+        raise pytest.UsageError("COMFYUI_PATH names two checkouts of the same ComfyUI version")
+    return installs
+
+
+def pytest_generate_tests(metafunc):
+    """Every integration test runs once per checkout (through the autouse `comfyui` fixture)."""
+    if "comfyui" in metafunc.fixturenames:
+        installs = comfy_installs()
+        if installs:
+            metafunc.parametrize("comfyui", installs, ids=[i.id for i in installs], indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _require_comfyui():
-    if _comfyui_path() is None:
-        pytest.skip("integration tests need env COMFYUI_PATH set to a ComfyUI checkout (folder with main.py) "
-                    "and COMFYUI_PYTHON to the Python that runs it (README, Tests)")
+def comfyui(request) -> ComfyInstall:
+    """The checkout this test runs against."""
+    if not hasattr(request, "param"):
+        pytest.skip("integration tests need env COMFYUI_PATH set to ComfyUI checkouts (folders with main.py) "
+                    "and COMFYUI_PYTHON to the Pythons that run them (README, Tests)")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def comfy_import(comfyui):
+    """`import_module` for ComfyUI's modules in this process, from the current checkout, on the CPU: for
+    tests that call ComfyUI code directly. The checkout's folder goes last on sys.path (it has its own
+    `tests` package, which must not shadow ours); modules of another checkout imported earlier are dropped."""
+    checkouts = {str(install.path) for install in comfy_installs()} - {str(comfyui.path)}
+    for name, module in list(sys.modules.items()):
+        if any((getattr(module, "__file__", None) or "").startswith(c + os.sep) for c in checkouts):
+            del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if p not in checkouts and p != str(comfyui.path)] + [str(comfyui.path)]
+    importlib.import_module("comfy.cli_args").args.cpu = True
+    return importlib.import_module
 
 
 def _free_port() -> int:
@@ -148,17 +219,18 @@ def install_packs(base: Path) -> None:
     (base / "custom_nodes" / HELPER_NAME).symlink_to(Path(__file__).resolve().parent / "helper_pack")
 
 
-def start_comfy(base: Path, listen: str = "127.0.0.1", env: dict | None = None) -> ComfyServer:
-    """Start ComfyUI on `base` (see install_packs) with --listen `listen` and extra environment variables,
-    and wait until it answers on 127.0.0.1; fails the test with the log tail if it does not."""
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+def start_comfy(install: ComfyInstall, base: Path, listen: str = "127.0.0.1",
+                env: dict | None = None) -> ComfyServer:
+    """Start the ComfyUI of `install` on `base` (see install_packs) with --listen `listen` and extra environment
+    variables, and wait until it answers on 127.0.0.1; fails the test with the log tail if it does not."""
+    python = install.python
     port = _free_port()
     log = base / "server.log"
     cmd = [python, "main.py", *shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "--cpu")),
            "--listen", listen, "--port", str(port), "--disable-auto-launch",
            "--base-directory", str(base), "--database-url", f"sqlite:///{base}/user/comfyui.db"]
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(cmd, cwd=_comfyui_path(), stdout=log_file, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(cmd, cwd=install.path, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})})
     server = ComfyServer(f"http://127.0.0.1:{port}", base, log, process)
     try:
@@ -184,14 +256,14 @@ def start_comfy(base: Path, listen: str = "127.0.0.1", env: dict | None = None) 
 
 
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory) -> ComfyServer:
-    base = tmp_path_factory.mktemp("comfy_base")
+def comfy(comfyui, tmp_path_factory) -> ComfyServer:
+    base = tmp_path_factory.mktemp(f"comfy_base_{comfyui.version}")
     install_packs(base)
     _tiny_flux(base / "models")
     pulid = base / "models" / "pulid"
     write_tiny_pulid(pulid / PULID_FILE, TINY_CFG_FOR_COMPAT_FLUX, seed=0)
     write_tiny_pulid(pulid / PULID_MISMATCH_FILE, dataclasses.replace(TINY_CFG_FOR_COMPAT_FLUX, num_ca=5), seed=0)
-    server = start_comfy(base)
+    server = start_comfy(comfyui, base)
     try:
         yield server
     finally:
@@ -201,7 +273,7 @@ def comfy(tmp_path_factory) -> ComfyServer:
 
 
 @pytest.fixture(scope="module")
-def another_comfy(tmp_path_factory):
+def another_comfy(comfyui, tmp_path_factory):
     """Starts more servers with the packs and no models (e.g. another --listen or environment):
     `another_comfy(listen="0.0.0.0", env={...})`; they stop after the test module."""
     started = []
@@ -209,7 +281,7 @@ def another_comfy(tmp_path_factory):
     def start(listen: str = "127.0.0.1", env: dict | None = None) -> ComfyServer:
         base = tmp_path_factory.mktemp("another_comfy_base")
         install_packs(base)
-        started.append(start_comfy(base, listen, env))
+        started.append(start_comfy(comfyui, base, listen, env))
         return started[-1]
 
     yield start

@@ -9,9 +9,7 @@ encoding -> seeded random conditioning (the test helper node), the image size ->
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +58,11 @@ def schemas():
 
 
 @pytest.fixture(scope="module")
-def tiny_vae(comfy):
+def tiny_vae(comfy, comfyui):
     target = comfy.base / "models" / "vae" / TINY_VAE
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        python = os.environ.get("COMFYUI_PYTHON", sys.executable)  # as conftest starts the server
-        done = subprocess.run([python, "-c", MAKE_TINY_VAE, str(target)], cwd=os.environ["COMFYUI_PATH"],
+        done = subprocess.run([comfyui.python, "-c", MAKE_TINY_VAE, str(target)], cwd=comfyui.path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"tiny VAE generation failed:\n{done.stderr[-3000:]}"
     return TINY_VAE
