@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "generate": (".remote.cli", "generate an image with a face through the MoArk / Gitee AI face-migration API"),
     "check-models": (".check_models", "check the model files ComfyUI needs for local PuLID-FLUX"),
+    "download": (".download", "download (and verify) the model files that shipped workflows need"),
     "convert-eva": (".face.convert_eva", "convert the EVA02-CLIP checkpoint to safetensors"),
     "identity": (".pulid.identity_file", "show what a saved face identity file holds (identity info FILE)"),
 }

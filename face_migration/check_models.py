@@ -96,6 +96,14 @@ class FolderMap:
                 paths.append(path)
         return paths
 
+    def download_root(self, folder: str) -> str:
+        """Where a new file of a folder goes: an extra folder marked is_default, else models/<folder> (the
+        folder the README and the workflows' Notes name, one of ComfyUI's defaults)."""
+        if any(is_default for _, is_default in self.extra.get(canonical_folder(folder), [])):
+            return self.roots(folder)[0]
+        named = os.path.join(self.models_dir, folder)
+        return named if named in self.roots(folder) else self.roots(folder)[0]
+
 
 def build_folder_map(comfyui: str, extra_configs: list[str]) -> FolderMap:
     notes: list[str] = []
@@ -195,10 +203,10 @@ class HashCache:
 
 
 class Progress:
-    """Hashing progress on stderr: one updating line on a terminal, a line per 25 % otherwise."""
+    """Hashing (or download) progress on stderr: one updating line on a terminal, a line per 25 % otherwise."""
 
-    def __init__(self, name: str, stream=None):
-        self.name, self.stream, self.shown = name, stream or sys.stderr, -1
+    def __init__(self, name: str, stream=None, verb: str = "hashing"):
+        self.name, self.stream, self.shown, self.verb = name, stream or sys.stderr, -1, verb
 
     def __call__(self, fraction: float):
         percent = int(fraction * 100)
@@ -207,7 +215,7 @@ class Progress:
         if step == self.shown:
             return
         self.shown = step
-        line = f"  hashing {self.name}: {step:3d}%"
+        line = f"  {self.verb} {self.name}: {step:3d}%"
         self.stream.write("\r" + line + ("\n" if percent >= 100 else "") if tty else line + "\n")
         self.stream.flush()
 
@@ -228,14 +236,19 @@ def published(model: ModelFile, path: str) -> tuple[int | None, str | None]:
     return model.size_bytes, model.sha256
 
 
+def looks_like_page(path: str) -> bool:
+    """Whether a file starts as an HTML or XML page does (what a site sends instead of a refused file)."""
+    with open(path, "rb") as handle:
+        head = handle.read(PAGE_SNIFF).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith(PAGE_STARTS)
+
+
 def file_problem(path: str, model: ModelFile) -> str | None:
     """What is wrong with a model file that can be told without hashing it (its size and its first bytes):
     a web page saved under the model's name, a truncated download, another file. None when nothing is."""
     size = os.path.getsize(path)
     expected, _ = published(model, path)
-    with open(path, "rb") as handle:
-        head = handle.read(PAGE_SNIFF).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(PAGE_STARTS):
+    if looks_like_page(path):
         return (f"an HTML page ({size:,} bytes), not the model: a browser or a download tool saved a web or "
                 f"error page under the model's name")
     if expected is not None and size < expected:
@@ -298,6 +311,15 @@ def check_model(model: ModelFile, folders: FolderMap, cache: HashCache | None, p
     return Report(model, path, [fix] if problem else [], lines, verified)
 
 
+def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which ComfyUI, and so which model folders (check-models and download)."""
+    parser.add_argument("--comfyui", metavar="PATH", default=None,
+                        help="ComfyUI folder (default: $COMFYUI_PATH, else the ComfyUI this pack is installed in)")
+    parser.add_argument("--extra-model-paths-config", metavar="YAML", action="append", default=[],
+                        help="an extra_model_paths.yaml passed to ComfyUI with the same flag (repeatable); "
+                             "<comfyui>/extra_model_paths.yaml is always read")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("List every model file the pack and its shipped workflows use: found or missing, its "
                           "size against the published one (and a web page or truncated download saved under a "
@@ -305,11 +327,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "download it and which workflow needs it. Exit status 1 when a required file of the "
                           "pack (or, with --workflow, any file of those workflows) is missing, or a file is "
                           "wrong.")
-    parser.add_argument("--comfyui", metavar="PATH", default=None,
-                        help="ComfyUI folder (default: $COMFYUI_PATH, else the ComfyUI this pack is installed in)")
-    parser.add_argument("--extra-model-paths-config", metavar="YAML", action="append", default=[],
-                        help="an extra_model_paths.yaml passed to ComfyUI with the same flag (repeatable); "
-                             "<comfyui>/extra_model_paths.yaml is always read")
+    add_folder_arguments(parser)
     parser.add_argument("--verify", action="store_true",
                         help="also compare each file's SHA-256 with the published value (reads every file once; "
                              "remembered by path, size and time, so the next --verify is instant)")
