@@ -11,6 +11,7 @@ import logging
 
 from comfy_api.v0_0_2 import ComfyExtension
 
+from ..face_migration.support import outside_support
 from .common import LOG_PREFIX, register_model_folders
 
 NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes", "server_route")
@@ -26,8 +27,23 @@ def missing_requirement(exc: ImportError) -> str | None:
     return REQUIREMENT_MODULES.get(exc.name.split(".")[0])
 
 
+def running_comfyui_version() -> str | None:
+    try:
+        from comfyui_version import __version__  # ComfyUI's own root module, on every supported version
+    except ImportError:
+        return None
+    return __version__
+
+
 class FaceMigrationExtension(ComfyExtension):
+    async def on_load(self):
+        from .peer_replacements import register_peer_replacements
+        await register_peer_replacements()
+
     async def get_node_list(self):
+        notice = outside_support(running_comfyui_version())
+        if notice:
+            logging.warning("%s %s", LOG_PREFIX, notice)
         register_model_folders()
         nodes = []
         for name in NODE_MODULES:

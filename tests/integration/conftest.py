@@ -40,6 +40,8 @@ TINY_FLUX_NAME = "tiny_flux.safetensors"
 PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
 PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit that FLUX
 
+from face_migration.support import version_tuple  # noqa: E402
+
 sys.path.insert(0, str(REPO / "tests"))  # tiny_pulid.py, make_tiny_flux.py
 from make_tiny_flux import write_tiny_flux  # noqa: E402
 from tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
@@ -58,11 +60,7 @@ class ComfyInstall:
         return f"comfyui-{self.version}"
 
     def at_least(self, version: str) -> bool:
-        return _version_tuple(self.version) >= _version_tuple(version)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+        return version_tuple(self.version) >= version_tuple(version)
 
 
 def _read_install(path: Path, python: str) -> ComfyInstall:
