@@ -1,6 +1,5 @@
 """check-models against fake ComfyUI trees made of tiny files."""
 import argparse
-import dataclasses
 import hashlib
 import io
 import json

@@ -5,7 +5,6 @@ import builtins
 import errno
 import hashlib
 import io
-import os
 import signal
 import threading
 from pathlib import Path
