@@ -14,23 +14,30 @@ generated image tokens only (never text tokens, never Kontext reference tokens),
 Work is split so the sampling device never waits for the host inside the model:
 - `PulidCallWrapper` (once per model call) decides everything on the CPU: which rows of which Apply are
   active, their ID tokens and mask weights (already on the activations' device and in their dtype, cached
-  across calls), and where the generated image's tokens sit. It leaves a `CallPlan` in a copy of
-  transformer_options; when no Apply is active it leaves nothing.
-- `PulidBlockPatch` only adds `weight * CA(tokens, region[rows])` as the plan says.
-- `PulidRunWrapper` (once per sampling run) records on which steps each Apply was active and logs it,
-  with a warning for an Apply that never was.
+  across calls), and how many image tokens the call has. It leaves a `CallPlan` in a copy of
+  transformer_options and, for the duration of the call, in a context variable: packs that replace FLUX's
+  forward (TeaCache, WaveSpeed's First Block Cache) call the block patches without transformer_options in
+  `args` (or with it in the second dict), and the plan must reach the blocks all the same. When no Apply is
+  active it leaves nothing.
+- `PulidBlockPatch` only adds `weight * CA(tokens, region[rows])` as the plan says, and notes in the plan
+  that it did (plain Python counters, no device work).
+- `PulidRunWrapper` (once per sampling run) records on which steps each Apply's CA modules really ran and
+  logs it, with a warning for an Apply that never was active and one for an Apply that was planned but never
+  reached a block (another node replaced FLUX's forward).
 """
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .errors import BatchMismatchError, FaceMigrationError, InvalidInputError
+from .errors import BatchMismatchError, FaceMigrationError, IncompatibleModelError, InvalidInputError
 from .pulid.identity import PulidIdentity
 from .pulid.model import PulidFlux, ca_block_placement
 
@@ -42,8 +49,17 @@ LOG_PREFIX = "[Face Migration]"
 MAX_CACHED = 16
 # Relative tolerance when matching a call's sigma to the schedule (sigmas pass through fp16/bf16/fp32).
 SIGMA_RTOL = 1e-5
+# Step inputs' upper bound: an end_step this high means "to the end of the run".
+MAX_STEP = 10000
+# Identity strength: 1 = official, 0 = off, negative pushes away from the face (down to -1, its mirror image).
+WEIGHT_MIN, WEIGHT_MAX = -1.0, 5.0
+# Mask values a resize may push just past [0, 1] (bicubic overshoot); they are clamped, anything further refused.
+MASK_SLACK = 1e-3
 
 logger = logging.getLogger(__name__)
+
+# The plan of the model call running in this thread (each thread, e.g. a MultiGPU work unit, has its own).
+_CALL_PLAN: contextvars.ContextVar = contextvars.ContextVar("face_migration_pulid_call_plan", default=None)
 
 
 class UncondMode(str, enum.Enum):
@@ -52,13 +68,17 @@ class UncondMode(str, enum.Enum):
     NO_ID = "no ID"
 
 
-def step_indices(sigmas: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:
-    """The step of the run each sigma belongs to: step i holds the calls with sigma in
-    (schedule[i+1], schedule[i]] (a sigma above schedule[0] counts as step 0). CPU, float32."""
+def step_indices(sigmas: torch.Tensor, schedule: torch.Tensor, finished: int | None = None) -> torch.Tensor:
+    """The step of the run each sigma belongs to. By sigma, step i holds the calls with sigma in
+    (schedule[i+1], schedule[i]] (a sigma above schedule[0] counts as step 0). When the sampler reports the
+    steps it has `finished` (ComfyUI's samplers call back once per step), a call is never counted past the
+    step the sampler is in: Heun's corrector at schedule[i+1] stays in step i, and of repeated sigmas each
+    step gets its own. CPU, float32."""
     s = sigmas.float().flatten()
     sched = schedule.float().flatten()
     at_or_above = (sched[None, :] >= s[:, None] * (1 - SIGMA_RTOL) - 1e-6).sum(dim=1)
-    return (at_or_above - 1).clamp(min=0)
+    steps = (at_or_above - 1).clamp(min=0)
+    return steps if finished is None else steps.clamp(max=finished)
 
 
 @dataclass(frozen=True)
@@ -76,9 +96,10 @@ class CallInfo:
 
     @classmethod
     def from_options(cls, transformer_options: dict, x: torch.Tensor, grid: tuple[int, int],
-                     schedule: torch.Tensor | None) -> "CallInfo":
+                     schedule: torch.Tensor | None, finished: int | None = None) -> "CallInfo":
         """ComfyUI batches chunks (cond/uncond, listed in cond_or_uncond) of the same latents; sigmas holds one
-        value per latent or per row. `schedule`: the run's sigmas on the CPU, or None."""
+        value per latent or per row. `schedule`: the run's sigmas on the CPU, or None; `finished`: the steps the
+        sampler has reported done, or None."""
         rows = x.shape[0]
         chunk_kinds = list(transformer_options.get("cond_or_uncond") or [0])
         if rows % len(chunk_kinds):
@@ -98,7 +119,7 @@ class CallInfo:
             raise BatchMismatchError(f"PuLID: the model call has {sigmas.numel()} sigmas for {rows} batch rows; "
                                      f"expected 1, {chunk} or {rows}.")
         kinds = torch.tensor(chunk_kinds).repeat_interleave(chunk)
-        steps = None if schedule is None else step_indices(sigmas, schedule)
+        steps = None if schedule is None else step_indices(sigmas, schedule, finished)
         return cls(sigmas, steps, kinds == 1, torch.arange(rows) % chunk, chunk, grid, x.device, x.dtype)
 
 
@@ -109,12 +130,21 @@ class StepRange:
     start: int
     end: int
 
+    def __post_init__(self):
+        if self.end <= self.start:
+            raise InvalidInputError(f"Apply PuLID inputs start_step ({self.start}) and end_step ({self.end}): "
+                                    f"end_step must be greater than start_step, or the identity never applies. "
+                                    f"Raise end_step (10000 = to the end).")
+
     def active(self, call: CallInfo) -> torch.Tensor:
         if call.steps is None:
             raise FaceMigrationError(
                 "PuLID step mode needs the sampler's schedule (transformer_options['sample_sigmas']), which this "
                 "sampler does not provide. Set the Apply node's timing to percent mode.")
         return (call.steps >= self.start) & (call.steps < self.end)
+
+    def covers_every_step(self) -> bool:
+        return self.start == 0 and self.end >= MAX_STEP
 
     def __str__(self):
         return f"steps {self.start}-{self.end}"
@@ -133,6 +163,28 @@ class SigmaRange:
         return f"sigma {self.high:.4g}..{self.low:.4g}"
 
 
+@dataclass(frozen=True)
+class PercentRange:
+    """Identity from `start` to `end` of the model's noise schedule (0 = start, 1 = end), turned into a
+    SigmaRange when a sampling run starts, with the model sampling the sampler really uses (as ComfyUI's
+    ControlNet does): a ModelSamplingFlux placed after Apply moves the window with the schedule."""
+    start: float
+    end: float
+
+    def __post_init__(self):
+        if not 0 <= self.start < self.end <= 1:
+            raise InvalidInputError(f"Apply PuLID inputs start_percent ({self.start}) and end_percent ({self.end}): "
+                                    f"expected 0 <= start_percent < end_percent <= 1, or the identity never "
+                                    f"applies. Raise end_percent (1 = to the end).")
+
+    def sigmas(self, model_sampling) -> SigmaRange:
+        return SigmaRange(high=float(model_sampling.percent_to_sigma(self.start)),
+                          low=float(model_sampling.percent_to_sigma(self.end)))
+
+    def __str__(self):
+        return f"percent {self.start:g}-{self.end:g}"
+
+
 def mask_to_tokens(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """[B, H, W] (or [H, W]) mask in image space -> [B, h*w, 1] weights on the token grid, any aspect ratio."""
     if mask.ndim == 2:
@@ -142,15 +194,16 @@ def mask_to_tokens(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def check_weight(weight: float) -> float:
-    if not math.isfinite(weight):
-        raise InvalidInputError(f"Apply PuLID input 'weight' is {weight}; expected a finite number (1 = official "
-                                f"strength, 0 = off).")
+    if not (math.isfinite(weight) and WEIGHT_MIN <= weight <= WEIGHT_MAX):
+        raise InvalidInputError(f"Apply PuLID input 'weight' is {weight}; expected a number from {WEIGHT_MIN:g} to "
+                                f"{WEIGHT_MAX:g} (1 = official strength, 0 = off, below 0 pushes the face away from "
+                                f"the identity).")
     return float(weight)
 
 
 def check_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """A MASK input as Apply can use it: [M, H, W] float on the CPU, or a named error. Whether M fits the
-    latent batch (1 or one per image) is checked when sampling, where the batch is known."""
+    """A MASK input as Apply can use it: [M, H, W] float in [0, 1] on the CPU, or a named error. Whether M fits
+    the latent batch (1 or one per image) is checked when sampling, where the batch is known."""
     if mask is None:
         return None
     shape = list(mask.shape)
@@ -162,6 +215,12 @@ def check_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     if not bool(torch.isfinite(mask).all()):
         raise InvalidInputError(f"Apply PuLID input 'mask' {shape} contains NaN or infinite values; expected "
                                 f"values in [0, 1]. Check the node that makes the mask.")
+    low, high = mask.min().item(), mask.max().item()
+    if low < -MASK_SLACK or high > 1 + MASK_SLACK:
+        raise InvalidInputError(f"Apply PuLID input 'mask' {shape} holds values from {low:g} to {high:g}; expected "
+                                f"values in [0, 1] (1 = full identity, 0 = none). Set the strength with 'weight', "
+                                f"and clamp or normalise the mask (e.g. ThresholdMask) before Apply.")
+    mask = mask.clamp(0, 1)
     return mask if mask.ndim == 3 else mask[None]
 
 
@@ -190,10 +249,12 @@ class Injection:
     model: PulidFlux
     identity: PulidIdentity
     weight: float
-    timing: StepRange | SigmaRange
+    timing: StepRange | SigmaRange | PercentRange
     uncond_mode: UncondMode = UncondMode.UNCOND_ID
     mask: torch.Tensor | None = None  # [M, H, W] in [0, 1], from check_mask
     _cache: dict = field(default_factory=dict, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # MultiGPU threads plan at once
+    split_sigma: float | None = field(default=None, repr=False)  # where this Apply's last run left noise
 
     def __post_init__(self):
         self.weight = check_weight(self.weight)
@@ -204,22 +265,26 @@ class Injection:
             ("y" if self.identity.cond.shape[0] == 1 else "ies") + (", masked" if self.mask is not None else "")
 
     def _cached(self, key, make):
-        if key not in self._cache:
-            if len(self._cache) >= MAX_CACHED:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = make()
-        return self._cache[key]
+        with self._cache_lock:
+            if key not in self._cache:
+                if len(self._cache) >= MAX_CACHED:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = make()
+            return self._cache[key]
 
     def _per_image(self, what: str, count: int, call: CallInfo, fix: str) -> None:
         if count not in (1, call.batch):
+            images = "1 image" if call.batch == 1 else f"{call.batch} images"
+            expected = "1" if call.batch == 1 else f"1 (for every image) or {call.batch} (one per image)"
             raise BatchMismatchError(f"PuLID Apply ({self}): the {what} holds {count} entries but the latent batch "
-                                     f"has {call.batch} images; expected 1 or {call.batch}. {fix}")
+                                     f"has {images}; expected {expected}. {fix}")
 
-    def plan(self, call: CallInfo) -> ActiveInjection | None:
-        """This Apply's share of a model call, or None when it does nothing in it. CPU only, no device sync."""
+    def plan(self, call: CallInfo, window: StepRange | SigmaRange) -> ActiveInjection | None:
+        """This Apply's share of a model call, or None when it does nothing in it; `window`: its timing as this
+        sampling run has it (RunRecord.window). CPU only, no device sync."""
         if self.weight == 0:
             return None
-        active = self.timing.active(call)
+        active = window.active(call)
         if self.uncond_mode is UncondMode.NO_ID:
             active = active & ~call.is_uncond
         rows = tuple(active.nonzero().flatten().tolist())
@@ -247,16 +312,38 @@ class Injection:
         return ActiveInjection(self.model.pulid_ca, rows, row_index, tokens, mask, self.weight)
 
 
-@dataclass(frozen=True)
+@dataclass
 class CallPlan:
-    """Left in transformer_options for the block patches of one model call (only when some Apply is active).
-    Token layout: double blocks see [image, references] in img; single blocks see [text, image, references]."""
-    image_tokens: int
-    reference_tokens: int
-    active: dict  # Injection -> ActiveInjection
+    """Left for the block patches of one model call (only when some Apply is active). `ran` counts, per
+    Apply, the blocks whose CA modules really ran in this call (filled by the block patches).
 
-    def image_start(self, kind: str, total_tokens: int) -> int:
-        return 0 if kind == "double" else total_tokens - self.image_tokens - self.reference_tokens
+    Token layout, read from what the blocks see rather than from the call's arguments (a wrapper after Apply
+    may add reference latents; 0.33's FluxKVCache drops them from img after the first step): double blocks
+    see [image, references] in img; single blocks see [text, image, references], the text length taken from
+    transformer_options["img_slice"] where the core gives it (0.33), else from the txt the last double block
+    patch saw in this call, else from the call's context."""
+    image_tokens: int
+    text_tokens: int
+    active: dict  # Injection -> ActiveInjection
+    ran: dict = field(default_factory=dict)  # Injection -> number of blocks
+
+    def image_start(self, kind: str, args: dict, options: dict | None) -> int:
+        if kind == "double":
+            self.text_tokens = args["txt"].shape[1]
+            return 0
+        image_slice = (options or {}).get("img_slice")
+        return image_slice[0] if image_slice else self.text_tokens
+
+
+def find_plan(args: dict, extra: dict) -> tuple[CallPlan | None, dict | None]:
+    """The plan of the current model call and the transformer_options it came with, however the block patch
+    was called: ComfyUI's FLUX passes transformer_options in `args`, WaveSpeed's First Block Cache beside
+    original_block in `extra`, and TeaCache in neither (then the call wrapper's context variable holds the
+    plan)."""
+    for options in (args.get("transformer_options"), extra.get("transformer_options")):
+        if options and PLAN_KEY in options:
+            return options[PLAN_KEY], options
+    return _CALL_PLAN.get(), None
 
 
 class PulidBlockPatch:
@@ -295,21 +382,28 @@ class PulidBlockPatch:
 
     def __call__(self, args: dict, extra: dict) -> dict:
         out = self.previous(args, extra) if self.previous is not None else extra["original_block"](args)
-        plan: CallPlan | None = (args.get("transformer_options") or {}).get(PLAN_KEY)
+        plan, options = find_plan(args, extra)
         if plan is None:
             return out
-        mine = [plan.active[inj] for inj in self.injections if inj in plan.active]
+        mine = [(inj, plan.active[inj]) for inj in self.injections if inj in plan.active]
         if not mine:
             return out
         img = out["img"]
-        start = plan.image_start(self.kind, img.shape[1])
+        start = plan.image_start(self.kind, args, options)
+        if start + plan.image_tokens > img.shape[1]:
+            raise IncompatibleModelError(
+                f"PuLID: the {self.kind} block after which CA module {self.ca_index} runs holds {img.shape[1]} "
+                f"tokens, fewer than the {start} text and {plan.image_tokens} image tokens of this model call. "
+                f"Another node changes FLUX's token layout; put Apply PuLID after it or remove it.")
         region = img[:, start:start + plan.image_tokens]
-        residuals = [(a.rows, a.residual(self.ca_index, region)) for a in mine]
+        residuals = [(a.rows, a.residual(self.ca_index, region)) for _, a in mine]
         for rows, residual in residuals:
             if rows is None:
                 region += residual
             else:
                 region.index_add_(0, rows, residual)
+        for inj, _ in mine:
+            plan.ran[inj] = plan.ran.get(inj, 0) + 1
         return out
 
 
@@ -320,31 +414,92 @@ def token_count(shape, patch: int) -> tuple[int, int]:
 
 @dataclass
 class RunRecord:
-    """One sampling run: its schedule on the CPU and, per Apply, the steps it was active on and in how many
-    model calls (a step can take several: CFG batches split by memory, second-order or restart samplers)."""
+    """One sampling run: its schedule on the CPU and, per Apply, what its CA modules really did: the steps on
+    which they ran in every block (`full_steps`) or in some blocks only (`partial_steps`: a cache or another
+    pack skipped the rest), the model calls they ran in, the blocks they ran in, and the model calls it was
+    planned for. A step can take several model calls (CFG batches split by memory, second-order or restart
+    samplers). MultiGPU work units add from several threads."""
     schedule: torch.Tensor
-    active_steps: dict = field(default_factory=dict)  # Injection -> set of step indices
-    active_calls: dict = field(default_factory=dict)  # Injection -> number of model calls
+    model_sampling: object = None  # the model's, as the sampler has it: converts percents to sigmas
+    finished: int | None = None  # steps the sampler has reported done (None: it reports none)
+    windows: dict = field(default_factory=dict)  # Injection -> its StepRange or SigmaRange in this run
+    planned_calls: dict = field(default_factory=dict)  # Injection -> model calls it was active in
+    ran_calls: dict = field(default_factory=dict)  # Injection -> model calls its CA ran in
+    ran_blocks: dict = field(default_factory=dict)  # Injection -> blocks its CA ran after, all calls
+    full_steps: dict = field(default_factory=dict)  # Injection -> set of steps
+    partial_steps: dict = field(default_factory=dict)  # Injection -> set of steps
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, call: CallInfo, injections, active: dict) -> None:
-        for inj in injections:
-            steps = self.active_steps.setdefault(inj, set())
-            self.active_calls.setdefault(inj, 0)
-            if inj in active:
-                self.active_calls[inj] += 1
+    def window(self, inj: Injection) -> StepRange | SigmaRange:
+        with self._lock:
+            if inj not in self.windows:
+                self.windows[inj] = inj.timing.sigmas(self.model_sampling)
+            return self.windows[inj]
+
+    def add(self, call: CallInfo, injections, active: dict, ran: dict) -> None:
+        with self._lock:
+            for inj in injections:
+                for record in (self.planned_calls, self.ran_calls, self.ran_blocks):
+                    record.setdefault(inj, 0)
+                full, partial = self.full_steps.setdefault(inj, set()), self.partial_steps.setdefault(inj, set())
+                if inj not in active:
+                    continue
+                self.planned_calls[inj] += 1
+                blocks = ran.get(inj, 0)
+                if not blocks:
+                    continue
+                self.ran_calls[inj] += 1
+                self.ran_blocks[inj] += blocks
                 if call.steps is not None:
-                    steps.update(call.steps[list(active[inj].active_rows)].tolist())
+                    steps = call.steps[list(active[inj].active_rows)].tolist()
+                    (full if blocks >= len(inj.model.pulid_ca) else partial).update(steps)
 
     def report(self) -> None:
         total = max(self.schedule.numel() - 1, 0)
-        for number, (inj, steps) in enumerate(self.active_steps.items(), start=1):
-            if self.active_calls[inj]:
-                logger.info("%s PuLID Apply %d (%s): identity active on steps %s of this run's %d steps "
-                            "(%d model calls).", LOG_PREFIX, number, inj, sorted(steps), total, self.active_calls[inj])
+        for number, inj in enumerate(self.planned_calls, start=1):
+            name = f"{LOG_PREFIX} PuLID Apply {number} ({inj})"
+            if isinstance(inj.timing, StepRange) and not inj.timing.covers_every_step():
+                self._warn_split(name, inj, total)
+            if self.ran_calls[inj]:
+                partial = sorted(self.partial_steps[inj] - self.full_steps[inj])
+                logger.info("%s: identity active on steps %s of this run's %d steps (%d model calls, %d blocks)%s.",
+                            name, sorted(self.full_steps[inj]), total, self.ran_calls[inj], self.ran_blocks[inj],
+                            f"; on steps {partial} only some of its blocks ran (a cache or another node skipped "
+                            f"the others)" if partial else "")
+            elif self.planned_calls[inj]:
+                logger.warning("%s: the identity never reached a FLUX block in this sampling run of %d steps, though "
+                               "it was planned for %d model calls: another node replaced FLUX's forward and calls "
+                               "its blocks without their patches, or skips them all. Put Apply PuLID after that node "
+                               "or remove it.", name, total, self.planned_calls[inj])
             elif inj.weight != 0:
-                logger.warning("%s PuLID Apply %d (%s): the identity was never active in this sampling run of %d "
-                               "steps (steps are counted from 0 in the run the sampler was given). Lower start_step "
-                               "or use percent timing.", LOG_PREFIX, number, inj, total)
+                logger.warning("%s: the identity was never active in this sampling run of %d steps (steps are "
+                               "counted from 0 in the run the sampler was given). Lower start_step or use percent "
+                               "timing.", name, total)
+
+    def _warn_split(self, name: str, inj: Injection, total: int) -> None:
+        """Each part of a split schedule counts its steps from 0: a step window other than 'every step' then
+        means something else than on one sampler. Said for a run that leaves noise for a later one, and for a
+        run that starts where this Apply's last run left off."""
+        first, last = float(self.schedule[0]), float(self.schedule[-1])
+        continues = inj.split_sigma is not None and math.isclose(first, inj.split_sigma, rel_tol=SIGMA_RTOL)
+        inj.split_sigma = last if last > 0 else None
+        if last > 0 or continues:
+            logger.warning("%s: this sampling run of %d steps (sigma %.4g to %.4g) is part of a split schedule "
+                           "(SplitSigmas, KSamplerAdvanced): each part counts its steps from 0, so the step window "
+                           "applies to each part on its own, not to the whole schedule. Use percent timing for one "
+                           "window over the whole schedule.", name, total, first, last)
+
+
+def window_in(run: RunRecord | None, inj: Injection) -> StepRange | SigmaRange:
+    """An Apply's timing in the current sampling run: percents become sigmas of the model the sampler uses."""
+    if not isinstance(inj.timing, PercentRange):
+        return inj.timing
+    if run is None or run.model_sampling is None:
+        raise FaceMigrationError(
+            f"PuLID Apply ({inj}): percent timing is converted to sigmas when a sampling run starts, and this model "
+            f"call comes from outside one (a node that calls the model without ComfyUI's sampler). Set the Apply "
+            f"node's timing to steps mode.")
+    return run.window(inj)
 
 
 class PulidCallWrapper:
@@ -356,7 +511,7 @@ class PulidCallWrapper:
 
     # Positions in Flux.forward(x, timestep, context, y, guidance, ref_latents, control, transformer_options).
     TRANSFORMER_OPTIONS_ARG = 7
-    REF_LATENTS_ARG = 5
+    CONTEXT_ARG = 2
 
     def __init__(self, injections: tuple[Injection, ...]):
         self.injections = injections
@@ -368,37 +523,53 @@ class PulidCallWrapper:
         in_kwargs = "transformer_options" in kwargs
         options = kwargs["transformer_options"] if in_kwargs else args[self.TRANSFORMER_OPTIONS_ARG]
         x = args[0] if args else kwargs["x"]
-        refs = args[self.REF_LATENTS_ARG] if len(args) > self.REF_LATENTS_ARG else kwargs.get("ref_latents")
+        context = args[self.CONTEXT_ARG] if len(args) > self.CONTEXT_ARG else kwargs.get("context")
         patch = getattr(getattr(executor, "class_obj", None), "patch_size", 2)
         grid = token_count(x.shape, patch)
         run: RunRecord | None = options.get(RUN_KEY)
         schedule = run.schedule if run is not None else options.get("sample_sigmas")
-        call = CallInfo.from_options(options, x, grid, None if schedule is None else schedule.detach().cpu())
-        active = {inj: a for inj in self.injections if (a := inj.plan(call)) is not None}
+        call = CallInfo.from_options(options, x, grid, None if schedule is None else schedule.detach().cpu(),
+                                     run.finished if run is not None else None)
+        active = {inj: a for inj in self.injections if (a := inj.plan(call, window_in(run, inj))) is not None}
+        plan = None
+        if active:
+            plan = CallPlan(math.prod(grid), 0 if context is None else context.shape[1], active)
+            options = {**options, PLAN_KEY: plan}
+            if in_kwargs:
+                kwargs["transformer_options"] = options
+            else:
+                args = args[:self.TRANSFORMER_OPTIONS_ARG] + (options,) + args[self.TRANSFORMER_OPTIONS_ARG + 1:]
+        # Set even when nothing is active, so that no outer call's plan is seen inside this one.
+        token = _CALL_PLAN.set(plan)
+        try:
+            out = executor(*args, **kwargs)
+        finally:
+            _CALL_PLAN.reset(token)
         if run is not None:
-            run.add(call, self.injections, active)
-        if not active:
-            return executor(*args, **kwargs)
-        references = sum(math.prod(token_count(r.shape, patch)) for r in refs or ())
-        options = {**options, PLAN_KEY: CallPlan(math.prod(grid), references, active)}
-        if in_kwargs:
-            kwargs["transformer_options"] = options
-        else:
-            args = args[:self.TRANSFORMER_OPTIONS_ARG] + (options,) + args[self.TRANSFORMER_OPTIONS_ARG + 1:]
-        return executor(*args, **kwargs)
+            run.add(call, self.injections, active, plan.ran if plan is not None else {})
+        return out
 
 
 class PulidRunWrapper:
-    """SAMPLER_SAMPLE wrapper: one RunRecord per sampling run, reported when the run ends."""
+    """SAMPLER_SAMPLE wrapper: one RunRecord per sampling run, reported when the run ends. It reads the model
+    sampling the guider samples with (percent timing) and counts the steps the sampler reports through its
+    callback (ComfyUI's samplers call it once per finished step, with the step's index)."""
 
     def __deepcopy__(self, memo):
         return self
 
-    def __call__(self, executor, guider, sigmas, extra_args, *args, **kwargs):
-        record = RunRecord(sigmas.detach().float().cpu())
+    def __call__(self, executor, guider, sigmas, extra_args, callback=None, *args, **kwargs):
+        sampling = getattr(getattr(guider, "inner_model", None), "model_sampling", None)
+        record = RunRecord(sigmas.detach().float().cpu(), sampling)
         model_options = dict(extra_args.get("model_options") or {})
         model_options["transformer_options"] = {**model_options.get("transformer_options", {}), RUN_KEY: record}
-        out = executor(guider, sigmas, {**extra_args, "model_options": model_options}, *args, **kwargs)
+
+        def counting_callback(step, *rest, **named):
+            if isinstance(step, int):
+                record.finished = step + 1
+            return None if callback is None else callback(step, *rest, **named)
+        out = executor(guider, sigmas, {**extra_args, "model_options": model_options}, counting_callback, *args,
+                       **kwargs)
         record.report()
         return out
 

@@ -11,15 +11,14 @@ from comfy_api.v0_0_2 import io
 
 from ..face_migration.catalog import BY_KEY
 from ..face_migration.errors import IncompatibleModelError
-from ..face_migration.injection import (Injection, PulidBlockPatch, PulidCallWrapper, PulidRunWrapper, SigmaRange,
-                                        StepRange, UncondMode, block_patches)
+from ..face_migration.injection import (MAX_STEP, WEIGHT_MAX, WEIGHT_MIN, Injection, PercentRange, PulidBlockPatch,
+                                        PulidCallWrapper, PulidRunWrapper, StepRange, UncondMode, block_patches)
 from ..face_migration.pulid.model import FP8_CAST_TO, widen_fp8
 from ..face_migration.pulid.weights import load_pulid_flux
 from .common import (CATEGORY, LOG_PREFIX, PulidId, PulidModel, check_file_choice, folder_hint, load_cached, managed,
-                     model_choices, resolve_model_file)
+                     model_choices, resolve_model_file, schema_extras)
 
 WRAPPER_KEY = "face_migration_pulid"
-MAX_STEP = 10000
 
 
 class PulidModelHandle:
@@ -53,6 +52,8 @@ class PulidModelLoader(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_PulidModelLoader",
             display_name="Load PuLID-FLUX Model",
+            **schema_extras(search_aliases=["PuLID", "PuLID-FLUX model", "Load PuLID Flux Model",
+                                            "PulidFluxModelLoader"]),
             category=CATEGORY,
             description="Loads pulid_flux_v0.9.1.safetensors (or v0.9.0) from models/pulid, checked key by key. "
                         "Weights stay in the file's dtype (fp32, fp16 or bf16; fp8 files are cast to bf16 once) "
@@ -100,11 +101,8 @@ def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing
     """A clone of `model` with the identity injected; `model` itself is left untouched."""
     doubles, singles = check_flux_model(model.get_model_object("diffusion_model"), handle)
     identity.check_against(handle.model, handle.fingerprint)
-    if timing == "percent":
-        sampling = model.get_model_object("model_sampling")
-        gate = SigmaRange(high=sampling.percent_to_sigma(start_percent), low=sampling.percent_to_sigma(end_percent))
-    else:
-        gate = StepRange(start=start_step, end=end_step)
+    # Percents become sigmas when sampling starts, with the model sampling the sampler uses (as ControlNet's).
+    gate = PercentRange(start_percent, end_percent) if timing == "percent" else StepRange(start_step, end_step)
     injection = Injection(handle.model, identity, weight, gate, UncondMode(uncond_id), mask)  # checks weight, mask
 
     patched = model.clone()
@@ -130,9 +128,10 @@ def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing
 
 STEP_MEANING = ("Steps are counted from 0 in the sigmas the sampler of this run is given: KSampler's steps (with "
                 "denoise < 1, the steps it really runs), KSamplerAdvanced's from its start_at_step, each part of "
-                "a SplitSigmas on its own. A model call between two schedule sigmas (second-order or restart "
-                "samplers) counts as the step whose sigma range holds it, each time it is visited. The server log "
-                "names the steps that got the identity after every run.")
+                "a SplitSigmas on its own (the log warns). A step is the one the sampler is in: a second-order "
+                "sampler's extra calls (Heun's corrector) belong to their step; a sampler that goes back up "
+                "(restart) counts the step whose sigma range holds the call, each time it is visited. The server "
+                "log names the steps on which the identity really ran after every run.")
 
 
 def model_inputs() -> list:
@@ -143,10 +142,10 @@ def model_inputs() -> list:
         PulidModel.Input("pulid_model", tooltip="From Load PuLID-FLUX Model; the same one the identity "
                                                 "was encoded with."),
         PulidId.Input("pulid_id", tooltip="The face identity from Encode Face (PuLID)."),
-        io.Float.Input("weight", default=1.0, min=-1.0, max=5.0, step=0.05,
+        io.Float.Input("weight", default=1.0, min=WEIGHT_MIN, max=WEIGHT_MAX, step=0.05,
                        tooltip="Identity strength (the hosted API's id_weight). 1 = official default; "
                                "0 = off (no work at all). Higher copies the face harder at the cost of prompt "
-                               "freedom."),
+                               "freedom; below 0 pushes the face away from the identity (-1 at most)."),
     ]
 
 
@@ -160,8 +159,9 @@ def start_step_input(mode_note: str) -> io.Int.Input:
 def mask_input() -> io.Mask.Input:
     return io.Mask.Input("mask", optional=True,
                          tooltip="Optional: restrict the identity to this region (white = identity). [H, W] or "
-                                 "[B, H, W], resized to the image; one mask or one per image of the sampled batch. "
-                                 "Use two Apply nodes with two masks for two people.")
+                                 "[B, H, W] with values in [0, 1] (others are refused: strength is 'weight'), "
+                                 "resized to the image; one mask or one per image of the sampled batch. Use two "
+                                 "Apply nodes with two masks for two people.")
 
 
 def model_output() -> io.Model.Output:
@@ -174,6 +174,7 @@ class ApplyPulidSimple(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_ApplyPulidSimple",
             display_name="Apply PuLID-FLUX",
+            **schema_extras(search_aliases=["PuLID", "face id", "identity", "Apply PuLID Flux", "ApplyPulidFlux"]),
             category=CATEGORY,
             description="Injects a face identity into a FLUX model from start_step to the end, with the hosted "
                         "API's two settings (id_weight, id_timestep_start). Apply PuLID-FLUX (Advanced) adds an "
@@ -194,6 +195,7 @@ class ApplyPulid(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_ApplyPulid",
             display_name="Apply PuLID-FLUX (Advanced)",
+            **schema_extras(search_aliases=["PuLID", "face id", "identity", "Apply PuLID Flux", "ApplyPulidFlux"]),
             category=CATEGORY,
             description="Injects a face identity into a FLUX model (returns a patched copy; the input model is "
                         "never changed). Chain several to add identities, each with its own mask.",
@@ -210,7 +212,8 @@ class ApplyPulid(io.ComfyNode):
                              tooltip="steps mode: the identity stops before this step (counted as start_step). "
                                      "Leave high to keep it to the end."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="percent mode: where in the schedule the identity starts (0 = start)."),
+                               tooltip="percent mode: where in the schedule the identity starts (0 = start), "
+                                       "converted when sampling starts with the model the sampler uses."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="percent mode: where in the schedule the identity ends (1 = end)."),
                 io.Combo.Input("uncond_id", options=[m.value for m in UncondMode], default=UncondMode.UNCOND_ID.value,
@@ -220,17 +223,6 @@ class ApplyPulid(io.ComfyNode):
             ],
             outputs=[model_output()],
         )
-
-    @classmethod
-    def validate_inputs(cls, timing=None, start_step=None, end_step=None, start_percent=None, end_percent=None):
-        # An empty window would silently do nothing: say so before anything runs. A linked input is None here
-        # (its value is known only when the prompt runs): only what is known is checked.
-        if timing == "steps" and None not in (start_step, end_step) and end_step <= start_step:
-            return f"end_step ({end_step}) must be greater than start_step ({start_step}): the identity would never apply."
-        if timing == "percent" and None not in (start_percent, end_percent) and end_percent <= start_percent:
-            return (f"end_percent ({end_percent}) must be greater than start_percent ({start_percent}): the identity "
-                    f"would never apply.")
-        return True
 
     @classmethod
     def execute(cls, model, pulid_model, pulid_id, weight, timing, start_step, end_step, start_percent,

@@ -1,6 +1,8 @@
 """The call plan, block patches and gating, driven the way ComfyUI's FLUX drives them (dicts and tensors)."""
 import copy
 import logging
+import re
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -9,10 +11,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from face_migration.errors import BatchMismatchError, FaceMigrationError, InvalidInputError
-from face_migration.injection import (PLAN_KEY, RUN_KEY, CallInfo, Injection, PulidBlockPatch, PulidCallWrapper,
-                                      PulidRunWrapper, RunRecord, SigmaRange, StepRange, UncondMode, block_patches,
-                                      check_mask, mask_to_tokens, step_indices)
+from face_migration.errors import BatchMismatchError, FaceMigrationError, IncompatibleModelError, InvalidInputError
+from face_migration.injection import (MAX_STEP, PLAN_KEY, RUN_KEY, CallInfo, Injection, PercentRange, PulidBlockPatch,
+                                      PulidCallWrapper, PulidRunWrapper, RunRecord, SigmaRange, StepRange, UncondMode, block_patches,
+                                      check_mask, find_plan, mask_to_tokens, step_indices)
 from face_migration.pulid.identity import PulidIdentity
 from face_migration.pulid.model import FP8_CAST_TO, PulidConfig, PulidFlux, widen_fp8
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
@@ -85,11 +87,13 @@ def applies_in(opts) -> tuple:
 
 
 def model_call(opts, body, batch, grid=GRID, refs=None, device="cpu", dtype=torch.float32, injections=None):
-    """One diffusion-model call through the wrapper, `body(transformer_options)` standing in for FLUX."""
+    """One diffusion-model call through the wrapper (TXT text tokens), `body(transformer_options)` standing in
+    for FLUX."""
     x = torch.zeros(batch, 16, 2 * grid[0], 2 * grid[1], device=device, dtype=dtype)
+    context = torch.zeros(batch, TXT, 8, device=device, dtype=dtype)
     executor = Executor(body)
     wrapper = PulidCallWrapper(applies_in(opts) if injections is None else injections)
-    return wrapper(executor, x, None, None, None, None, refs, None, opts), executor
+    return wrapper(executor, x, None, context, None, None, refs, None, opts), executor
 
 
 def run_double(patch, img, txt, opts, block=None):
@@ -154,12 +158,60 @@ def test_double_block_adds_weighted_ca_to_image_tokens_only(model):
     torch.testing.assert_close(out["txt"], txt * 2)
 
 
-def single_block_call(patch, x, opts, refs):
+def single_block_call(patch, x, opts, refs, img_slice=None, txt=None):
+    """Single block 0 with `patch`; `img_slice` is put in its transformer_options as 0.33's FLUX does; with
+    `txt`, a double block with an unrelated PuLID patch runs first on that text."""
     opts = {**opts, "patches_replace": {"dit": {("single_block", 0): patch}}}
-    out, _ = model_call(opts, lambda o: patch({"img": x, "vec": None, "pe": None, "transformer_options": o},
-                                              {"original_block": lambda a: {"img": a["img"] + 1}}), x.shape[0],
-                        refs=refs)
+    double = PulidBlockPatch("double", 0, patch.injections)
+
+    def body(o):
+        if txt is not None:
+            double({"img": torch.zeros(x.shape[0], 6, 32), "txt": txt, "transformer_options": o},
+                   {"original_block": lambda a: dict(a)})
+        o = o if img_slice is None else {**o, "img_slice": img_slice}
+        return patch({"img": x, "vec": None, "pe": None, "transformer_options": o},
+                     {"original_block": lambda a: {"img": a["img"] + 1}})
+    out, _ = model_call(opts, body, x.shape[0], refs=refs)
     return out["img"]
+
+
+def assert_ca_on(out, x, start, model, ca_index, tokens):
+    """Single block 0 (+1) then the CA on exactly the 6 image tokens from `start`."""
+    base = x + 1
+    image = base[:, start:start + 6]
+    torch.testing.assert_close(out[:, start:start + 6], image + ca_direct(model, ca_index, tokens, image))
+    torch.testing.assert_close(out[:, :start], base[:, :start])
+    torch.testing.assert_close(out[:, start + 6:], base[:, start + 6:])
+
+
+@pytest.mark.parametrize("layout", ["img_slice", "double_block_txt"])
+def test_single_blocks_find_the_image_when_the_references_leave_img(model, layout):
+    """0.33's FluxKVCache: the call has a 2-token reference latent, but after the first step a post_input
+    patch removes its tokens from img. The image used to be placed 2 tokens too early (onto text)."""
+    ident = make_identity()
+    patch = PulidBlockPatch("single", 2, (Injection(model, ident, 1.0, ALWAYS),))
+    x = torch.randn(1, TXT + 6, 32)  # text, generated image; no reference tokens left
+    refs = [torch.zeros(1, 16, 2, 4)]
+    out = single_block_call(patch, x, options([1.0]), refs, img_slice=[TXT, TXT + 6] if layout == "img_slice" else None,
+                            txt=torch.zeros(1, TXT, 32) if layout == "double_block_txt" else None)
+    assert_ca_on(out, x, TXT, model, 2, ident.cond)
+
+
+def test_single_blocks_find_the_image_when_a_later_wrapper_adds_a_reference(model):
+    """A DIFFUSION_MODEL wrapper after Apply appends a 2-token reference latent our wrapper never sees: the CA
+    used to change the reference tokens instead of the last 2 image tokens."""
+    ident = make_identity()
+    patch = PulidBlockPatch("single", 1, (Injection(model, ident, 1.0, ALWAYS),))
+    x = torch.randn(1, TXT + 6 + 2, 32)
+    out = single_block_call(patch, x, options([1.0]), refs=None)
+    assert_ca_on(out, x, TXT, model, 1, ident.cond)
+
+
+def test_a_block_too_short_for_the_image_is_a_named_error(model):
+    """A foreign layout that leaves fewer tokens than text + image used to die in a reshape inside the CA."""
+    patch = PulidBlockPatch("single", 0, (Injection(model, make_identity(), 1.0, ALWAYS),))
+    with pytest.raises(IncompatibleModelError, match="holds 7 tokens, fewer than the 4 text and 6 image"):
+        single_block_call(patch, torch.randn(1, 7, 32), options([1.0]), refs=None)
 
 
 def test_single_block_finds_the_image_without_any_double_block_patch(model):
@@ -400,36 +452,157 @@ def test_wrapper_passes_a_plan_in_a_copy_and_leaves_the_callers_dict():
     keys = set(caller)
     _, executor = model_call(caller, lambda o: None, 1, grid=(5, 6), refs=[torch.zeros(1, 16, 3, 3)])
     plan = executor.seen[0][PLAN_KEY]
-    assert (plan.image_tokens, plan.reference_tokens) == (30, 4)
-    assert plan.image_start("single", 40 + 30 + 4) == 40
+    assert (plan.image_tokens, plan.text_tokens) == (30, TXT)
     assert set(caller) == keys
     executor = Executor(lambda o: None)
     PulidCallWrapper(applies_in(caller))(executor, torch.zeros(1, 16, 9, 12), transformer_options=caller)  # odd height
     assert executor.seen[0][PLAN_KEY].image_tokens == 5 * 6 and PLAN_KEY not in caller
 
 
-def sample(run_wrapper, schedule, patch, sigmas_called):
-    """A stand-in sampler run: the SAMPLER_SAMPLE wrapper around model calls at the given sigmas."""
-    def sampler(guider, sigmas, extra_args, *rest):
+class StandInFlux:
+    """A FLUX forward with ComfyUI's token layout ([image, references] in double blocks, [text, image,
+    references] in single blocks) and cheap blocks, calling the dit patches the way `style` does:
+    'core' (ComfyUI: transformer_options in args), 'teacache' (TeaCache's own forward: no transformer_options
+    in either dict), 'fbcache' (WaveSpeed's First Block Cache: transformer_options beside original_block) or
+    'ignore' (a forward that never calls the patches). A cache reuses the previous call's residual when
+    `cached` is true: TeaCache skips every block, First Block Cache all but the first double block."""
+    DOUBLE, SINGLE = 3, 2  # PuLID after double 0 and 2 and single 0: CFG's 3 CA modules
+
+    def __init__(self, style: str):
+        self.style = style
+        self.residual = None
+
+    @staticmethod
+    def double_block(i):
+        return lambda a: {"img": a["img"] * 1.1 + 0.01 * i, "txt": a["txt"] * 0.9}
+
+    @staticmethod
+    def single_block(i):
+        return lambda a: {"img": a["img"] * 1.05 + 0.02 * i}
+
+    def call_block(self, key, block, args, opts):
+        patch = opts.get("patches_replace", {}).get("dit", {}).get(key)
+        if patch is None or self.style == "ignore":
+            return block(args)
+        if self.style == "core":
+            return patch({**args, "transformer_options": opts}, {"original_block": block})
+        extra = {"original_block": block}
+        if self.style == "fbcache":
+            extra["transformer_options"] = opts
+        return patch(args, extra)
+
+    def forward(self, opts, img, txt, cached=False):
+        first = 1 if self.style == "fbcache" else 0
+        start = img
+        for i in range(self.DOUBLE if not cached else first):
+            out = self.call_block(("double_block", i), self.double_block(i), {"img": img, "txt": txt}, opts)
+            img, txt = out["img"], out["txt"]
+        if cached:
+            return img + self.residual
+        x = torch.cat([txt, img], 1)
+        for i in range(self.SINGLE):
+            x = self.call_block(("single_block", i), self.single_block(i), {"img": x}, opts)["img"]
+        img = x[:, txt.shape[1]:]
+        self.residual = img - start
+        return img
+
+
+class Done(int):
+    """In a stand-in sampler's list of calls: the sampler reports this step finished (its callback)."""
+
+
+def sample(run_wrapper, schedule, injections, sigmas_called, style="core", cached_calls=(), seed=0, guider="guider"):
+    """A stand-in sampler run: the SAMPLER_SAMPLE wrapper around one StandInFlux call per sigma (the calls
+    numbered in `cached_calls` reuse the cache) and a callback per Done(step). Returns the last call's image
+    tokens."""
+    flux = StandInFlux(style)
+    patches = {(f"{kind}_block", block): PulidBlockPatch(kind, ca, injections)
+               for kind, block, ca in block_patches(StandInFlux.DOUBLE, StandInFlux.SINGLE)}
+    g = torch.Generator().manual_seed(seed)
+    img, txt = torch.randn(1, 6, 32, generator=g), torch.randn(1, TXT, 32, generator=g)
+
+    def sampler(guider, sigmas, extra_args, callback, *rest):
         opts = {**extra_args["model_options"]["transformer_options"], "cond_or_uncond": [0]}
-        for s in sigmas_called:
-            model_call({**opts, "sigmas": torch.tensor([s])}, lambda o: None, 1)
-        return "samples"
-    base_opts = {"patches_replace": {"dit": {("double_block", 0): patch}}}
-    return run_wrapper(sampler, "guider", schedule, {"model_options": {"transformer_options": base_opts}})
+        out = None
+        for n, s in enumerate(sigmas_called):
+            if isinstance(s, Done):
+                callback(int(s), None, None, len(sigmas) - 1)
+                continue
+            out, _ = model_call({**opts, "sigmas": torch.tensor([s])},
+                                lambda o: flux.forward(o, img.clone(), txt.clone(), n in cached_calls), 1,
+                                injections=injections)
+        return out
+    base_opts = {"patches_replace": {"dit": patches}}
+    preview = lambda *progress: None  # noqa: E731 (ComfyUI passes the preview callback)
+    return run_wrapper(sampler, guider, schedule, {"model_options": {"transformer_options": base_opts}}, preview)
 
 
 def test_run_record_names_the_active_steps_and_warns_when_never_active(model, caplog):
     late = Injection(model, make_identity(), 1.0, StepRange(2, 100))
     never = Injection(model, make_identity(), 1.0, StepRange(5, 100))
-    patch = PulidBlockPatch("double", 0, (late, never))
     with caplog.at_level(logging.INFO, logger="face_migration.injection"):
-        assert sample(PulidRunWrapper(), SCHEDULE, patch, [1.0, 0.75, 0.5, 0.25]) == "samples"
-    info = [r for r in caplog.records if r.levelno == logging.INFO]
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(info) == 1 and "active on steps [2, 3] of this run's 4 steps (2 model calls)" in info[0].getMessage()
+        sample(PulidRunWrapper(), SCHEDULE, (late, never), [1.0, 0.75, 0.5, 0.25])
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(info) == 1 and "Apply 1" in info[0]
+    assert "active on steps [2, 3] of this run's 4 steps (2 model calls, 6 blocks)." in info[0]
     assert len(warnings) == 1
-    assert "never active" in warnings[0].getMessage() and "steps 5-100" in warnings[0].getMessage()
+    assert "Apply 2" in warnings[0] and "never active" in warnings[0] and "steps 5-100" in warnings[0]
+
+
+@pytest.mark.parametrize("style", ["teacache", "fbcache"])
+def test_the_identity_reaches_blocks_that_a_cache_packs_forward_calls(model, style):
+    """TeaCache's forward calls the patches without transformer_options; First Block Cache passes it beside
+    original_block. Both used to leave the output bit-identical to no Apply."""
+    injection = (Injection(model, make_identity(), 1.0, ALWAYS),)
+    expected = sample(PulidRunWrapper(), SCHEDULE, injection, [1.0, 0.75])
+    assert not torch.equal(expected, sample(PulidRunWrapper(), SCHEDULE, (), [1.0, 0.75]))
+    torch.testing.assert_close(sample(PulidRunWrapper(), SCHEDULE, injection, [1.0, 0.75], style), expected)
+
+
+@pytest.mark.parametrize("style, partial", [("teacache", ""), ("fbcache", "; on steps [1, 2] only some")])
+def test_the_run_record_counts_the_blocks_that_ran_not_the_calls_planned(model, caplog, style, partial):
+    """Calls 1 and 2 come from the cache: TeaCache runs no block there, First Block Cache only the first."""
+    injection = Injection(model, make_identity(), 1.0, ALWAYS)
+    with caplog.at_level(logging.INFO, logger="face_migration.injection"):
+        sample(PulidRunWrapper(), SCHEDULE, (injection,), [1.0, 0.75, 0.5, 0.25], style, cached_calls=(1, 2))
+    [info] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    blocks = 2 * 3 + (2 if style == "fbcache" else 0)
+    calls = 4 if style == "fbcache" else 2
+    assert f"active on steps [0, 3] of this run's 4 steps ({calls} model calls, {blocks} blocks){partial}" in info
+
+
+def test_an_identity_that_never_reaches_a_block_is_named(model, caplog):
+    """A forward that calls FLUX's blocks without their patches: the log used to say the identity was active."""
+    injections = (Injection(model, make_identity(), 1.0, ALWAYS), Injection(model, make_identity(), 0.5, ALWAYS))
+    with caplog.at_level(logging.INFO, logger="face_migration.injection"):
+        sample(PulidRunWrapper(), SCHEDULE, injections, [1.0, 0.75], "ignore")
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in messages] == [logging.WARNING] * 2
+    for number, (_, text) in enumerate(messages, start=1):
+        assert f"Apply {number} (weight {1.0 if number == 1 else 0.5:g}" in text
+        assert "never reached a FLUX block" in text and "another node replaced FLUX's forward" in text
+        assert "planned for 2 model calls" in text
+
+
+def test_the_plan_of_one_call_is_not_seen_by_another_thread(model):
+    """The context variable is per thread: a MultiGPU work unit's blocks see their own call's plan only."""
+    injection = Injection(model, make_identity(), 1.0, ALWAYS)
+    patch = PulidBlockPatch("double", 0, (injection,))
+    seen = {}
+
+    def other_thread():
+        seen["plan"], _ = find_plan({}, {})
+
+    def body(opts):
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        seen["own"], _ = find_plan({}, {})
+        return None
+    model_call(options([1.0], patches={("double_block", 0): patch}), body, 1)
+    assert seen["plan"] is None and seen["own"] is not None and injection in seen["own"].active
+    assert find_plan({}, {}) == (None, None)  # reset when the call ends
 
 
 def test_run_record_keeps_the_schedule_on_the_cpu():
@@ -454,3 +627,108 @@ def test_fp8_pulid_file_is_widened_to_bf16(tmp_path):
     assert torch.equal(loaded.pulid_ca[0].to_q.weight.float(), stored["pulid_ca.0.to_q.weight"].float())
     out = loaded.pulid_ca[0](torch.randn(1, 32, CFG.token_dim), torch.randn(1, 6, 32))
     assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
+
+def logged(caplog, run) -> list[tuple[int, str]]:
+    with caplog.at_level(logging.INFO, logger="face_migration.injection"):
+        run()
+    return [(r.levelno, r.getMessage()) for r in caplog.records]
+
+
+def test_heuns_corrector_call_belongs_to_its_step(model, caplog):
+    """Heun calls the model at sigma[i] and again at sigma[i+1] before it reports step i done. The corrector
+    at sigma 2 used to count as step 2 (start_step 2 gave the identity on 4 calls)."""
+    heun = [1.0, 0.75, Done(0), 0.75, 0.5, Done(1), 0.5, 0.25, Done(2), 0.25, Done(3)]  # the last step is Euler
+    injection = Injection(model, make_identity(), 1.0, StepRange(2, 100))
+    [(_, info)] = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,), heun))
+    assert "active on steps [2, 3] of this run's 4 steps (3 model calls" in info
+
+
+def test_repeated_sigmas_each_keep_their_step(model, caplog):
+    """A schedule that repeats a sigma (ModelSamplingFlux with a large shift at a large size): step 1 used to
+    be counted as step 2."""
+    schedule = torch.tensor([1.0, 0.75, 0.75, 0.25, 0.0])
+    calls = [1.0, Done(0), 0.75, Done(1), 0.75, Done(2), 0.25, Done(3)]
+    injection = Injection(model, make_identity(), 1.0, StepRange(2, 3))
+    [(_, info)] = logged(caplog, lambda: sample(PulidRunWrapper(), schedule, (injection,), calls))
+    assert "active on steps [2] of this run's 4 steps (1 model calls" in info
+
+
+def test_a_split_schedule_warns_that_a_step_window_counts_per_part(model, caplog):
+    first, second = torch.tensor([1.0, 0.75, 0.5]), torch.tensor([0.5, 0.25, 0.0])
+    windowed = Injection(model, make_identity(), 1.0, StepRange(1, MAX_STEP))
+    everywhere = Injection(model, make_identity(), 1.0, StepRange(0, MAX_STEP))
+    for part in (first, second):
+        caplog.clear()
+        messages = logged(caplog, lambda: sample(PulidRunWrapper(), part, (windowed, everywhere), part[:-1].tolist()))
+        warnings = [text for level, text in messages if level == logging.WARNING]
+        assert len(warnings) == 1 and "Apply 1 (weight 1, steps 1-10000" in warnings[0]
+        assert "part of a split schedule" in warnings[0] and "percent timing" in warnings[0]
+    caplog.clear()  # a whole run afterwards: no warning
+    messages = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (windowed,), [1.0, 0.75]))
+    assert [level for level, _ in messages] == [logging.INFO]
+
+
+class ShiftedSampling:
+    """model_sampling stand-in: percent p -> sigma (1 - p) ** shift."""
+    def __init__(self, shift):
+        self.shift = shift
+
+    def percent_to_sigma(self, percent):
+        return (1 - percent) ** self.shift
+
+
+@pytest.mark.parametrize("shift, steps", [(1.0, "[2, 3]"), (2.0, "[3]")])
+def test_percent_timing_follows_the_model_sampling_the_sampler_uses(model, caplog, shift, steps):
+    """start_percent 0.5 is sigma 0.5 with shift 1 and 0.25 with shift 2; it used to be converted once, with
+    the model as Apply saw it (a ModelSamplingFlux after Apply did not move it)."""
+    guider = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=ShiftedSampling(shift)))
+    injection = Injection(model, make_identity(), 1.0, PercentRange(0.5, 1.0))
+    [(_, info)] = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,), [1.0, 0.75, 0.5, 0.25],
+                                                guider=guider))
+    assert f"active on steps {steps} of this run's 4 steps" in info
+    assert "percent 0.5-1" in info
+
+
+def test_percent_timing_outside_a_sampling_run_is_a_named_error(model):
+    injection = Injection(model, make_identity(), 1.0, PercentRange(0.0, 1.0))
+    patch = PulidBlockPatch("double", 0, (injection,))
+    with pytest.raises(FaceMigrationError, match="outside one"):
+        run_double(patch, torch.randn(1, 6, 32), torch.randn(1, TXT, 32), options([1.0]))
+
+
+@pytest.mark.parametrize("make, inputs", [(lambda: StepRange(4, 2), "start_step (4) and end_step (2)"),
+                                          (lambda: PercentRange(0.6, 0.6), "start_percent (0.6) and end_percent (0.6)")])
+def test_an_empty_window_is_one_named_error(make, inputs):
+    with pytest.raises(InvalidInputError, match=re.escape(inputs)):
+        make()
+
+
+@pytest.mark.parametrize("value", [5.0, -1.0, 1.01])
+def test_mask_values_outside_zero_one_are_refused(model, value):
+    """5.0 used to amplify the identity and -1.0 to act as weight -1."""
+    mask = torch.zeros(8, 8)
+    mask[:4] = value
+    with pytest.raises(InvalidInputError, match=r"'mask'.*holds values from .*expected values in \[0, 1\]"):
+        Injection(model, make_identity(), 1.0, ALWAYS, mask=mask)
+
+
+def test_mask_resampling_overshoot_is_clamped(model):
+    mask = torch.full((8, 8), 1.0004)
+    mask[0, 0] = -0.0002
+    injection = Injection(model, make_identity(), 1.0, ALWAYS, mask=mask)
+    assert float(injection.mask.max()) == 1.0 and float(injection.mask.min()) == 0.0
+
+
+@pytest.mark.parametrize("weight", [-1.5, 5.5])
+def test_weights_outside_the_node_range_are_refused(model, weight):
+    with pytest.raises(InvalidInputError, match=r"'weight' is .*from -1 to 5"):
+        Injection(model, make_identity(), weight, ALWAYS)
+    assert Injection(model, make_identity(), -1.0, ALWAYS).weight == -1.0
+
+
+def test_a_batch_of_one_is_named_without_an_alternative(model):
+    """The message used to read "the latent batch has 1 images; expected 1 or 1"."""
+    patch = PulidBlockPatch("double", 0, (Injection(model, make_identity(n=2), 1.0, ALWAYS),))
+    with pytest.raises(BatchMismatchError, match=r"holds 2 entries but the latent batch has 1 image; expected 1\. "):
+        run_double(patch, torch.randn(1, 6, 32), torch.randn(1, TXT, 32), options([1.0]))

@@ -104,11 +104,17 @@ def test_changing_weight_reuses_loader_and_identity(comfy, graphs):
         assert graphs.executed(second, node), f"{node} did not run again after the weight changed"
 
 
-@pytest.mark.parametrize("window", [{"start_step": 4, "end_step": 2},
-                                    {"timing": "percent", "start_percent": 0.6, "end_percent": 0.6}])
-def test_an_empty_identity_window_is_refused_before_running(comfy, graphs, window):
-    with pytest.raises(AssertionError, match="must be greater than"):
-        comfy.run(graphs.flux([window]))
+@pytest.mark.parametrize("window, inputs", [
+    ({"start_step": 4, "end_step": 2}, "start_step (4) and end_step (2)"),
+    ({"timing": "percent", "start_percent": 0.6, "end_percent": 0.6}, "start_percent (0.6) and end_percent (0.6)")])
+def test_an_empty_identity_window_is_refused_by_apply_once(comfy, graphs, window, inputs):
+    """The Apply node refuses it before anything samples, in one message naming the two inputs. (Checked in
+    validate_inputs, ComfyUI repeated it once per input the check read: five times, four with a wrong name.)"""
+    error = comfy.run_error(graphs.flux([window]))
+    assert error["node_type"] == APPLY and error["exception_type"].endswith("InvalidInputError"), error
+    assert error["exception_message"].count("must be greater") + error["exception_message"].count("expected 0") == 1
+    assert inputs in error["exception_message"]
+
 
 
 def test_simple_apply_is_the_advanced_one_with_its_defaults(comfy, graphs):

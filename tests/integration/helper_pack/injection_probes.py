@@ -1,8 +1,10 @@
 """Test-only nodes for the injection tests: another pack's `dit` block patch (one that replaces whatever is on
-the block, one that chains to it, and a probe that logs which tokens the patches before it changed) and a
-sampler that visits some steps twice, as restart-style samplers do."""
+the block, one that chains to it, and a probe that logs which tokens the patches before it changed), a
+DIFFUSION_MODEL wrapper that appends a reference latent, and a sampler that visits some steps twice, as
+restart-style samplers do."""
 import logging
 
+import comfy.patcher_extension
 import comfy.samplers
 import torch
 
@@ -30,12 +32,19 @@ class ForeignDitPatch:
         return self
 
     def __call__(self, args, extra):
-        if self.mode == "probe":  # FLUX blocks add to their inputs in place: the plain run gets copies
-            copies = {k: v.clone() if k in ("img", "txt") else v for k, v in args.items()}
-            plain = extra["original_block"](copies)["img"]
+        plain = {}
+        if self.mode == "probe":  # the block runs once (a KV cache must see one call); its output is kept
+            original = extra["original_block"]
+
+            def block_once(block_args):
+                out = original(block_args)
+                plain["img"] = out["img"].clone()
+                return out
+            extra = {**extra, "original_block": block_once}
         chained = self.previous if self.mode != "replace" else None
         out = chained(args, extra) if chained is not None else extra["original_block"](args)
         if self.mode == "probe":
+            plain = plain["img"]
             difference = (out["img"] - plain).abs()
             changed = (difference.amax(dim=(0, 2)) > 0).nonzero().flatten().tolist()
             rows = (difference.amax(dim=(1, 2)) > 0).nonzero().flatten().tolist()
@@ -67,6 +76,35 @@ class FaceMigrationTest_DitPatch:
         previous = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {}).get(
             (block, index))
         patched.set_model_patch_replace(ForeignDitPatch(mode, scale, previous, f"{block} {index}"), "dit", block, index)
+        return (patched,)
+
+
+class AppendReference:
+    """DIFFUSION_MODEL wrapper: adds a zero reference latent of the given size to the call's ref_latents (as a
+    Kontext-style pack installed after Apply might), before the model sees them."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+
+    def __call__(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, *args, **kwargs):
+        reference = x.new_zeros(x.shape[0], x.shape[1], self.height, self.width)
+        return executor(x, timestep, context, y, guidance, list(ref_latents or []) + [reference], *args, **kwargs)
+
+
+class FaceMigrationTest_AppendReference:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "height": ("INT", {"default": 8, "min": 1, "max": 256}),
+                             "width": ("INT", {"default": 8, "min": 1, "max": 256})}}
+
+    def patch(self, model, height, width):
+        patched = model.clone()
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "face_migration_test",
+                                     AppendReference(height, width))
         return (patched,)
 
 
@@ -119,4 +157,5 @@ class FaceMigrationTest_PatchModels:
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
-    FaceMigrationTest_DitPatch, FaceMigrationTest_RevisitSampler, FaceMigrationTest_PatchModels)}
+    FaceMigrationTest_DitPatch, FaceMigrationTest_RevisitSampler, FaceMigrationTest_PatchModels,
+    FaceMigrationTest_AppendReference)}
