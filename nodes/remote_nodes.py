@@ -1,7 +1,8 @@
 """Face Migration (MoArk API): the hosted PuLID-FLUX service as a node, for machines that cannot run FLUX.
 
 All behaviour (key lookup, request, retries, decoding, validation) is in face_migration.remote; this
-module reads the widgets, wires ComfyUI's cancel and progress into the client and converts tensors."""
+module reads the widgets, wires ComfyUI's cancel and progress into the client and converts tensors.
+A failure after an image came back (billed) saves every received image to ComfyUI's output folder."""
 from __future__ import annotations
 
 import logging
@@ -18,10 +19,13 @@ from ..face_migration.remote import (CUSTOM_ENDPOINT, DEFAULT_MAX_UPLOAD_SIDE, D
                                      ENDPOINTS, ENV_VARS, KEY_FILENAME, MAX_SEED, NO_SEED, RANGES, SIZES,
                                      FaceMigrationClient, FaceMigrationParams, RetryPolicy, endpoint_url,
                                      find_api_key)
+from ..face_migration.remote.images import keep_received_on_failure, with_transparency
 from ..face_migration.remote.params import ID_WEIGHT_FRACTIONS_NOTE, early_problems, widget_seed
-from .common import CATEGORY, LOG_PREFIX
+from .common import CATEGORY, LOG_PREFIX, schema_extras
 
 logger = logging.getLogger(__name__)
+
+RECEIVED_STEM = "face_migration_received"  # file name of billed images kept after a failure
 
 
 def _send_text(text: str, node_id) -> None:
@@ -51,6 +55,7 @@ class MoArkFaceMigration(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_MoArkFaceMigration",
             display_name="Face Migration (MoArk API)",
+            **schema_extras(search_aliases=["PuLID", "face id", "face migration", "MoArk", "Gitee AI"]),
             category=CATEGORY,
             description=(
                 "Generates an image with the face of the input photo through the hosted MoArk / Gitee AI "
@@ -63,6 +68,11 @@ class MoArkFaceMigration(io.ComfyNode):
                 io.Image.Input("image", tooltip="Face reference photo(s). One request per image in the batch; "
                                                 f"images larger than {DEFAULT_MAX_UPLOAD_SIDE} px are "
                                                 "downscaled before upload (aspect kept)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="The MASK output of the Load Image node that loads the photo. ComfyUI's "
+                                      "IMAGE has no transparency: without this, transparent parts of a cut-out "
+                                      "photo are uploaded in their hidden colour, often black. With it, they are "
+                                      "laid over white. Mask 1 = transparent, as Load Image makes it."),
                 io.String.Input("prompt", multiline=True, default="",
                                 placeholder="portrait, oil painting, soft light",
                                 tooltip="What to generate. The face comes from the image; describe the scene, "
@@ -126,7 +136,7 @@ class MoArkFaceMigration(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, prompt, size, guidance_scale, num_inference_steps, id_weight, id_timestep_start, seed,
-                model, endpoint, custom_base_url, timeout, retry_timeouts=False):
+                model, endpoint, custom_base_url, timeout, retry_timeouts=False, mask=None):
         params = FaceMigrationParams(prompt=prompt, size=size, guidance_scale=guidance_scale,
                                      num_inference_steps=num_inference_steps, id_weight=id_weight,
                                      id_timestep_start=id_timestep_start, seed=widget_seed(seed),
@@ -151,11 +161,15 @@ class MoArkFaceMigration(io.ComfyNode):
                                      retry=RetryPolicy(max_total_time=max(RetryPolicy.max_total_time, 3 * timeout),
                                                        retry_timeouts=retry_timeouts),
                                      should_cancel=_should_cancel, on_progress=on_progress)
+        faces = image.cpu().numpy()
+        if mask is not None:
+            faces = with_transparency(faces, mask.cpu().numpy())
         started = time.monotonic()
-        batch = client.generate_batch(image.cpu().numpy(), params, on_image=on_image)
+        with keep_received_on_failure(folder_paths.get_output_directory(), RECEIVED_STEM):
+            batch = client.generate_batch(faces, params, on_image=on_image)
+            pixels = torch.from_numpy(batch.astype(np.float32) / 255.0)
         bar.update_absolute(total, total)
         _send_text(f"{len(batch)} image(s) in {time.monotonic() - started:.0f} s", node_id)
-        pixels = torch.from_numpy(batch.astype(np.float32) / 255.0)
         return io.NodeOutput(pixels.to(comfy.model_management.intermediate_device()))
 
 

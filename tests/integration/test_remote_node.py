@@ -1,15 +1,20 @@
 """Face Migration (MoArk API) in a real ComfyUI against the local fake API: schema, a batch run, cache,
-validation before queueing, cancel (which hangs up on the server), a slow server asked only once, and an
-API error without the key."""
+validation before queueing, cancel (which hangs up on the server), a slow server asked only once, an
+API error without the key, transparency through Load Image's MASK, and billed images kept on failure."""
+import base64
+import io
 import json
 import os
+import re
 import time
 import urllib.request
+from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from tests.remote.fake_moark import FakeMoArk, Reply, gradient_image
+from tests.remote.fake_moark import FakeMoArk, Reply, gradient_image, png_bytes
 
 NODE = "FaceMigration_MoArkFaceMigration"
 INPUTS = ["image", "prompt", "size", "guidance_scale", "num_inference_steps", "id_weight", "id_timestep_start",
@@ -53,6 +58,8 @@ def test_schema_in_object_info(comfy):
     assert "handling of fractions is unverified" in required["id_weight"][1]["tooltip"]
     assert info["input"]["optional"]["retry_timeouts"][0] == "BOOLEAN"
     assert info["input"]["optional"]["retry_timeouts"][1]["default"] is False
+    assert info["input"]["optional"]["mask"][0] == "MASK"
+    assert "laid over white" in info["input"]["optional"]["mask"][1]["tooltip"]
     assert FILE_KEY not in json.dumps(info)
 
 
@@ -120,3 +127,41 @@ def test_cancel_stops_the_wait_within_a_second(comfy, fake):
     while request.client_closed_at is None and time.monotonic() - interrupted < 2.0:
         time.sleep(0.05)
     assert request.client_closed_at is not None and request.client_closed_at - interrupted < 2.0
+
+
+def test_transparent_pixels_from_load_image_are_uploaded_white_through_its_mask(comfy, fake):
+    pixels = np.zeros((40, 56, 4), np.uint8)  # black, fully transparent...
+    pixels[10:30, 16:40] = [30, 60, 90, 255]  # ...around an opaque face
+    pixels[0, 0] = [200, 0, 0, 128]
+    Image.fromarray(pixels, "RGBA").save(comfy.base / "input" / "cutout_face.png")
+    prompt = graph(fake, seed=2468)
+    prompt["face"] = {"class_type": "LoadImage", "inputs": {"image": "cutout_face.png"}}
+    prompt["migrate"]["inputs"]["mask"] = ["face", 1]
+    comfy.run(prompt)
+    (request,) = fake.api_requests()
+    sent = np.asarray(Image.open(io.BytesIO(request.files["image"][2])).convert("RGB"))
+    assert sent.shape == (40, 56, 3)
+    assert (sent[30:, :] == 255).all() and (sent[1:, :16] == 255).all()  # transparent: white, not black
+    assert sent[20, 20].tolist() == [30, 60, 90] and sent[0, 0].tolist() == [227, 127, 127]
+
+    del prompt["migrate"]["inputs"]["mask"]  # without the mask ComfyUI's IMAGE holds the hidden black
+    comfy.run(prompt)
+    sent = np.asarray(Image.open(io.BytesIO(fake.api_requests()[1].files["image"][2])).convert("RGB"))
+    assert sent[39, 55].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("second", ["unreadable image", "HTTP 500"])
+def test_images_billed_before_a_failure_are_saved_to_the_output_folder(comfy, fake, second):
+    first = png_bytes(gradient_image(16, 16))
+    broken = b"\x00 a result in a format Pillow cannot read"
+    fake.queue(Reply.json({"data": [{"b64_json": base64.b64encode(first).decode()}]}),
+               Reply.json({"data": [{"b64_json": base64.b64encode(broken).decode()}]}) if second == "unreadable image"
+               else Reply.json({"message": "internal error"}, status=500))
+    error = comfy.run_error(graph(fake, batch=2, seed=1357 if second == "HTTP 500" else 1358))
+    message = error["exception_message"]
+    assert len(fake.api_requests()) == 2  # nothing was sent twice
+    kept = [Path(p) for p in re.search(r"saved as received to (.*)\.$", message).group(1).split(", ")]
+    expected = [first, broken] if second == "unreadable image" else [first]
+    assert [p.read_bytes() for p in kept] == expected, message
+    assert all(p.parent.resolve() == (comfy.base / "output").resolve() for p in kept)
+    assert all(p.name.startswith("face_migration_received") for p in kept)
