@@ -58,6 +58,8 @@ class FaceAnalysisLoader(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_FaceAnalysisLoader",
             display_name="Load Face Analysis (antelopev2)",
+            **schema_extras(search_aliases=["InsightFace", "antelopev2", "face detector",
+                                            "Load InsightFace (PuLID Flux)", "PulidFluxInsightFaceLoader"]),
             category=CATEGORY,
             description="Loads scrfd_10g_bnkps.onnx (face detector) and glintr100.onnx (ArcFace) from "
                         "models/insightface/models/antelopev2. Non-commercial licence.",
@@ -80,6 +82,8 @@ class EvaClipLoader(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_EvaClipLoader",
             display_name="Load EVA02-CLIP (PuLID)",
+            **schema_extras(search_aliases=["EVA-CLIP", "PuLID", "Load Eva Clip (PuLID Flux)",
+                                            "PulidFluxEvaClipLoader"]),
             category=CATEGORY,
             description="Loads the EVA02-CLIP-L-14-336 vision tower from models/clip, without running pickle "
                         "code. `python -m face_migration convert-eva` makes a smaller .safetensors of it.",
@@ -107,6 +111,7 @@ class FaceParsingLoader(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_FaceParsingLoader",
             display_name="Load Face Parsing (facexlib)",
+            **schema_extras(search_aliases=["facexlib", "BiSeNet", "RetinaFace", "face parsing"]),
             category=CATEGORY,
             description="Loads facexlib's BiSeNet (parsing) and, optionally, RetinaFace-ResNet50 (official "
                         "alignment landmarks) from models/facexlib. facexlib itself is not needed.",
@@ -194,7 +199,8 @@ class EncodeFace(io.ComfyNode):
                 io.String.Output(display_name="info", tooltip="Faces found, which one was used, scores."),
             ],
             # 0.33 shows a cached node's preview again only for nodes marked so (0.3.64 always did).
-            **schema_extras(has_intermediate_output=True),
+            **schema_extras(search_aliases=["PuLID", "face id", "face embedding", "reference face", "identity"],
+                            has_intermediate_output=True),
         )
 
     @classmethod
@@ -222,6 +228,7 @@ class FaceSimilarity(io.ComfyNode):
         return io.Schema(
             node_id="FaceMigration_FaceSimilarity",
             display_name="Face Similarity (ArcFace)",
+            **schema_extras(search_aliases=["ArcFace", "face id", "identity score", "face match"]),
             category=CATEGORY,
             description="ArcFace cosine similarity between the reference face and the largest face of each "
                         "image: does the identity show in the output, and how strongly.",

@@ -33,7 +33,7 @@ from ..face_migration.selfhost.mailbox import Mailbox
 from ..face_migration.selfhost.protocol import check_upload_size, error_answer, image_answer, parse_request
 from ..face_migration.selfhost.templates import (RESULT_NODE, TemplateCatalog, fill, request_values,
                                                  user_templates_folder)
-from .common import CATEGORY, LOG_PREFIX
+from .common import CATEGORY, LOG_PREFIX, schema_extras
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class ApiResult(io.ComfyNode):
         return io.Schema(
             node_id=RESULT_NODE,
             display_name="API Result (self-hosted face migration)",
+            **schema_extras(search_aliases=["face migration API", "self-hosted", "API result"]),
             category=CATEGORY,
             description="Last node of an API template (see the README, 'Self-hosted API'): hands the images to "
                         "the request that queued the prompt. Saves nothing; elsewhere it does nothing.",

@@ -1,0 +1,79 @@
+"""Workflows made with the other PuLID-FLUX packs' nodes open with this pack's nodes.
+
+The table is web/peer_nodes.json, shared with the frontend extension web/peer_nodes.js, which rewrites those
+nodes when a workflow is loaded (ComfyUI 0.3.64 and newer frontends alike). On ComfyUI versions with node
+replacements (0.14 and newer) the table is also registered with the server, so API-format prompts naming a peer's
+loader are replaced there and GET /node_replacements lists the mappings.
+
+What core's replacement can express is less than the frontend does: one node for one node, no value
+translation, and no extra nodes, so
+- a widget whose values need translating gets the table's `set` value instead,
+- the peer's optional sockets are never mapped by name (core fails with HTTP 500 on a prompt without them),
+- ApplyPulidFlux becomes Apply PuLID-FLUX (Advanced) without its identity: an API prompt then fails validation
+  on the missing pulid_id, which only Encode Face (added by the frontend rewrite) provides.
+
+Importable without ComfyUI (the unit test loads this file on its own); comfy_api is imported on registration."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+TABLE_PATH = Path(__file__).resolve().parents[1] / "web" / "peer_nodes.json"
+LOG_PREFIX = "[Face Migration]"  # as nodes/common.py; not imported from there, which needs ComfyUI
+
+
+def load_table(path: Path = TABLE_PATH) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def server_replacements(table: dict) -> list[dict]:
+    """The io.NodeReplace arguments for each peer node of the table, as core's replacement can apply them."""
+    replacements = []
+    for old_type, entry in table["nodes"].items():
+        optional = set(entry.get("optional", ()))
+        mapping = [{"new_id": new, "old_id": old} for old, new in entry.get("inputs", {}).items()
+                   if old not in optional]
+        mapped = {m["new_id"] for m in mapping}
+        for old, new in entry.get("values", {}).items():
+            if old not in optional and old not in entry.get("choices", {}):
+                mapping.append({"new_id": new, "old_id": old})
+                mapped.add(new)
+        mapping += [{"new_id": new, "set_value": value} for new, value in entry.get("set", {}).items()
+                    if new not in mapped]
+        replacements.append({
+            "new_node_id": entry["new_type"],
+            "old_node_id": old_type,
+            # Only the widgets every variant of the peer node has, in its order (values are matched by position).
+            "old_widget_ids": [w for w in entry["widgets"] if w in entry.get("values", {})] or None,
+            "input_mapping": mapping or None,
+            "output_mapping": [{"old_idx": old, "new_idx": new} for old, new in enumerate(entry["outputs"])],
+        })
+    return replacements
+
+
+def peer_aliases(table: dict, new_type: str) -> list[str]:
+    """The peers' ids and display names of the nodes that become `new_type`, for search."""
+    aliases = []
+    for old_type, entry in table["nodes"].items():
+        if entry["new_type"] == new_type:
+            aliases += [old_type, entry["title"]]
+    return aliases
+
+
+async def register_peer_replacements() -> None:
+    """Registers the table with ComfyUI's node replacements where it has them; never stops the pack loading."""
+    try:
+        from comfy_api.v0_0_2 import ComfyAPI, io
+    except ImportError as exc:
+        logging.warning("%s node replacements not registered: %s", LOG_PREFIX, exc)
+        return
+    if not hasattr(io, "NodeReplace"):
+        return  # before ComfyUI 0.14: web/peer_nodes.js rewrites the peers' nodes in the frontend
+    api = ComfyAPI()
+    try:
+        for replacement in server_replacements(load_table()):
+            await api.node_replacement.register(io.NodeReplace(**replacement))
+    except Exception as exc:  # an API change must not take the pack's nodes down with it
+        logging.warning("%s the other PuLID-FLUX packs' nodes are not registered as replaceable: %s",
+                        LOG_PREFIX, exc, exc_info=exc)
