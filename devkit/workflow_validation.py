@@ -1,7 +1,8 @@
 """Check UI-format (version 0.4) workflows against node schemas and convert them to API format.
 
-Schemas are /object_info entries: ComfyUI core from tests/fixtures/object_info.core.json and this pack from
-tests/fixtures/object_info.pack.json (both written by scripts/dump_pack_object_info.py, --core for the first).
+Schemas are /object_info entries, one snapshot per tested ComfyUI version: core from
+tests/fixtures/object_info/core-<version>.json and this pack from tests/fixtures/object_info/pack-<version>.json
+(both written by scripts/dump_pack_object_info.py, --core for the first).
 The checks mirror what ComfyUI's frontend does when it loads a workflow (node types, widget order,
 control-after-generate values) and what the server's validate_prompt does when it is queued (link types,
 required inputs, ranges, combo membership), plus the pack's own rules for model files (catalogue name,
@@ -15,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from face_migration.catalog import MODEL_FILES
+from face_migration.support import TESTED_COMFYUI
 
 REPO = Path(__file__).resolve().parents[1]
-CORE_SCHEMAS = REPO / "tests" / "fixtures" / "object_info.core.json"
-PACK_SCHEMAS = REPO / "tests" / "fixtures" / "object_info.pack.json"
+SNAPSHOTS = REPO / "tests" / "fixtures" / "object_info"
+
+
+def core_snapshot(version: str) -> Path:
+    return SNAPSHOTS / f"core-{version}.json"
+
+
+def pack_snapshot(version: str) -> Path:
+    return SNAPSHOTS / f"pack-{version}.json"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
@@ -52,11 +61,13 @@ UPLOAD_KINDS = {"image_upload": "image", "video_upload": "video", "audio_upload"
 USER_FILE_COMBOS = {("FaceMigration_LoadIdentity", "identity_file"): ".safetensors"}
 
 
-def load_schemas(core: Path = CORE_SCHEMAS, pack: Path = PACK_SCHEMAS) -> dict:
-    """Core + pack schemas. A missing snapshot is an error, never a skip: both are in the repository."""
+def load_schemas(version: str = TESTED_COMFYUI[-1], core: Path | None = None, pack: Path | None = None) -> dict:
+    """Core + pack schemas of a ComfyUI version (default: the newest tested). A missing snapshot is an error,
+    never a skip: those of the tested versions are in the repository."""
+    core, pack = core or core_snapshot(version), pack or pack_snapshot(version)
     if not core.is_file():
-        raise FileNotFoundError(
-            f"core node schemas not found at {core}: run scripts/dump_pack_object_info.py --core --comfyui PATH")
+        raise FileNotFoundError(f"core node schemas of ComfyUI {version} not found at {core}: run "
+                                f"scripts/dump_pack_object_info.py --core --comfyui PATH")
     if not pack.is_file():
         raise FileNotFoundError(f"{pack} is missing: run scripts/dump_pack_object_info.py --comfyui PATH")
     schemas = json.loads(core.read_text())
@@ -241,7 +252,9 @@ def _check_sockets(node: dict, schema: dict, problems: Problems) -> None:
         elif not spec.is_widget and slot.get("type") != spec.type:
             problems.add(node, f"input '{spec.name}' declared as {slot.get('type')}, schema says {spec.type}")
     outputs = node.get("outputs", [])
-    if len(outputs) != len(schema["output"]):
+    # Newer ComfyUI versions append outputs (0.33's SaveImage and PreviewAny pass their input on); a workflow
+    # saved with the older, shorter list loads there with the new outputs unlinked.
+    if len(outputs) > len(schema["output"]) or (len(outputs) < len(schema["output"]) and not schema.get("output_node")):
         problems.add(node, f"{len(outputs)} outputs, schema has {len(schema['output'])}")
     for slot, expected in zip(outputs, schema["output"]):
         kind = "COMBO" if isinstance(expected, list) else expected

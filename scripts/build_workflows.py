@@ -2,7 +2,7 @@
 
     python scripts/build_workflows.py [--only NAME ...] [--thumbnails-only]
 
-The graphs are written from the node schemas (core snapshot + tests/fixtures/object_info.pack.json), so
+The graphs are written from the node schemas (tests/fixtures/object_info/, the oldest tested ComfyUI), so
 widget order, defaults and socket types come from the nodes themselves; tests/test_workflows.py then
 validates the files independently. Edit the graph functions below, run this, commit JSON and JPG.
 """
@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from face_migration.catalog import BY_KEY, model_by_filename  # noqa: E402
+from face_migration.support import TESTED_COMFYUI  # noqa: E402
 from devkit.workflow_validation import (assert_valid, frontend_can_download, input_specs, load_schemas,  # noqa: E402
                                        models_directory, models_entry_name, widget_slots)
 
@@ -607,9 +608,11 @@ API_KEY_NOTE = f"""
 
 
 def remote_node(g: Graph, column: Column, photo: Node, prompt_from=None) -> Node:
-    """The API node with the hosted API's defaults, a fixed seed and the shared prompt (typed or linked)."""
+    """The API node with the hosted API's defaults, a fixed seed and the shared prompt (typed or linked).
+    The photo's MASK goes along: IMAGE has no alpha, and the node lays transparent pixels over white."""
     node = column.add("FaceMigration_MoArkFaceMigration", prompt=PROMPT, seed=REMOTE_SEED)
-    g.link(photo.out(0), node, "image")
+    g.link(photo.out("IMAGE"), node, "image")
+    g.link(photo.out("MASK"), node, "mask")
     if prompt_from is not None:
         g.link(prompt_from, node, "prompt")
     return node
@@ -737,14 +740,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="workflow names to build (default: all)")
     args = parser.parse_args()
-    schemas = load_schemas()
+    schemas = load_schemas(TESTED_COMFYUI[0])  # the oldest tested ComfyUI's; each file must validate on all
     OUT.mkdir(exist_ok=True)
     for name, (build, title, subtitle) in WORKFLOWS.items():
         if args.only and name not in args.only:
             continue
         graph = Graph(schemas, title)
         data = build(graph)
-        assert_valid(data, schemas, name)
+        for version in TESTED_COMFYUI:
+            assert_valid(data, load_schemas(version), f"{name} on ComfyUI {version}")
         (OUT / f"{name}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         draw_thumbnail(data, title, subtitle, OUT / f"{name}.jpg")
         print(f"wrote workflows/{name}.json and .jpg ({len(data['nodes'])} nodes, {len(data['links'])} links)")

@@ -4,9 +4,11 @@
     python scripts/dump_pack_object_info.py --core --comfyui /path/to/ComfyUI [--python ...]
 
 Starts ComfyUI headless (CPU) with a temporary base directory that holds EMPTY model folders and, by
-default, only this pack: its entries go to tests/fixtures/object_info.pack.json, without `python_module`
-(it depends on the folder name the pack was installed under). With --core no custom node is installed and
-every entry goes to tests/fixtures/object_info.core.json. Model-file combos come out empty, which
+default, only this pack: its entries go to tests/fixtures/object_info/pack-<version>.json, without
+`python_module` (it depends on the folder name the pack was installed under). With --core no custom node is
+installed and the core nodes that the shipped workflows and API templates use go to
+tests/fixtures/object_info/core-<version>.json. <version> is the checkout's (comfyui_version.py): run it once
+per tested ComfyUI. Model-file combos come out empty, which
 devkit/workflow_validation.py relies on to recognise them. Integration tests compare both snapshots with
 the live server, so they cannot go stale silently.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -24,9 +27,17 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_OUTPUT = REPO / "tests" / "fixtures" / "object_info.pack.json"
-CORE_OUTPUT = REPO / "tests" / "fixtures" / "object_info.core.json"
+sys.path.insert(0, str(REPO))
+from devkit.workflow_validation import core_snapshot, pack_snapshot  # noqa: E402
+
 PACK_DIR_NAME = "comfyui-face-migration"
+
+
+def checkout_version(comfyui: Path) -> str:
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", (comfyui / "comfyui_version.py").read_text())
+    if not found:
+        raise SystemExit(f"{comfyui / 'comfyui_version.py'} holds no __version__")
+    return found.group(1)
 
 
 def pack_entries(object_info: dict, pack_dir_name: str) -> dict:
@@ -75,10 +86,22 @@ def fetch_object_info(comfyui: Path, python: str, timeout: float, with_pack: boo
                 process.kill()
 
 
+def used_core_types() -> set[str]:
+    """The node types the shipped workflows and API templates use: what the pack relies on in core."""
+    used = set()
+    for path in (REPO / "workflows").glob("*.json"):
+        used |= {node["type"] for node in json.loads(path.read_text())["nodes"]}
+    for path in (REPO / "api_templates").glob("*.json"):
+        used |= {node["class_type"] for node in json.loads(path.read_text()).values() if isinstance(node, dict)}
+    return used
+
+
 def core_entries(object_info: dict) -> dict:
-    """ComfyUI's own entries (nodes, comfy_extras, comfy_api_nodes): everything no custom node registered."""
+    """ComfyUI's own entries (nodes, comfy_extras, comfy_api_nodes: everything no custom node registered) of
+    the node types the pack's workflows and templates use."""
+    used = used_core_types()
     return {k: v for k, v in sorted(object_info.items())
-            if not v.get("python_module", "").startswith("custom_nodes.")}
+            if k in used and not v.get("python_module", "").startswith("custom_nodes.")}
 
 
 def write_snapshot(entries: dict, output: Path) -> None:
@@ -91,13 +114,14 @@ def main() -> int:
     parser.add_argument("--comfyui", required=True, type=Path, help="ComfyUI folder (holds main.py)")
     parser.add_argument("--python", default=sys.executable, help="Python with ComfyUI's requirements")
     parser.add_argument("--core", action="store_true",
-                        help=f"dump ComfyUI's own nodes without this pack (default output {CORE_OUTPUT.name})")
-    parser.add_argument("--output", type=Path, help=f"default: {PACK_OUTPUT.name} or {CORE_OUTPUT.name}, "
-                                                    f"in {PACK_OUTPUT.parent}")
+                        help="dump ComfyUI's own nodes without this pack (default output core-<version>.json)")
+    parser.add_argument("--output", type=Path, help="default: pack-<version>.json or core-<version>.json in "
+                                                    "tests/fixtures/object_info/")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server")
     args = parser.parse_args()
-    if not (args.comfyui / "main.py").is_file():
-        parser.error(f"{args.comfyui} has no main.py")
+    if not (args.comfyui / "main.py").is_file() or not (args.comfyui / "comfyui_version.py").is_file():
+        parser.error(f"{args.comfyui} has no main.py and comfyui_version.py: name a ComfyUI checkout")
+    version = checkout_version(args.comfyui)
     info, log = fetch_object_info(args.comfyui.resolve(), args.python, args.timeout, with_pack=not args.core)
     if args.core:
         # A core module whose dependency is missing (e.g. torchaudio for the audio nodes) is left out; the
@@ -105,7 +129,7 @@ def main() -> int:
         for line in log.splitlines():
             if "Cannot import" in line:
                 print(f"warning: not in the snapshot: {line.strip()}", file=sys.stderr)
-        write_snapshot(core_entries(info), args.output or CORE_OUTPUT)
+        write_snapshot(core_entries(info), args.output or core_snapshot(version))
         return 0
     failed = [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_DIR_NAME in line]
     if failed:
@@ -119,7 +143,7 @@ def main() -> int:
     disabled = [line for line in log.splitlines() if "disabled:" in line]
     for line in disabled:  # a node module skipped for a missing dependency would silently shrink the snapshot
         print(f"warning: {line}", file=sys.stderr)
-    write_snapshot(ours, args.output or PACK_OUTPUT)
+    write_snapshot(ours, args.output or pack_snapshot(version))
     return 1 if disabled else 0
 
 

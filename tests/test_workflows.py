@@ -1,6 +1,7 @@
 """The shipped workflows (workflows/*.json) against the core + pack node schemas, and the validator itself.
 
-The core schemas are tests/fixtures/object_info.core.json: without it these tests FAIL, they never skip."""
+Every workflow check runs against the schemas of each tested ComfyUI version (tests/fixtures/object_info/):
+without them these tests FAIL, they never skip."""
 import json
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import pytest
 from PIL import Image
 
 from face_migration.catalog import BY_KEY, MODEL_FILES
-from devkit.workflow_validation import (CONTROL_VALUES, PACK_SCHEMAS, assert_valid, catalogue_names, input_specs,
-                                       load_schemas, nodes_in_group, note_text, output_node_ids, to_api, validate,
-                                       widget_slots)
+from devkit.workflow_validation import (CONTROL_VALUES, assert_valid, catalogue_names, input_specs,
+                                       load_schemas, nodes_in_group, note_text, output_node_ids, pack_snapshot,
+                                       to_api, validate, widget_slots)
+from face_migration.support import TESTED_COMFYUI
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {"flux1_dev_pulid", "flux1_schnell_pulid_4steps", "remote_api_face_migration",
@@ -20,9 +22,10 @@ WORKFLOWS = [REPO / "workflows" / f"{name}.json" for name in sorted(EXPECTED)]
 PACK_PREFIX = "FaceMigration_"
 
 
-@pytest.fixture(scope="module")
-def schemas():
-    return load_schemas()
+@pytest.fixture(scope="module", params=TESTED_COMFYUI, ids=[f"comfyui-{v}" for v in TESTED_COMFYUI])
+def schemas(request):
+    """The node schemas of each tested ComfyUI: a workflow must load and validate on every one."""
+    return load_schemas(request.param)
 
 
 def load(name):
@@ -307,15 +310,16 @@ def test_widget_slots_follow_input_order_and_control_values(schemas):
     assert specs["mask"].required is False and not specs["mask"].is_widget
 
 
-def test_pack_snapshot_holds_only_pack_nodes():
-    snapshot = json.loads(PACK_SCHEMAS.read_text())
+@pytest.mark.parametrize("version", TESTED_COMFYUI)
+def test_pack_snapshot_holds_only_pack_nodes(version):
+    snapshot = json.loads(pack_snapshot(version).read_text())
     assert snapshot and all(k.startswith(PACK_PREFIX) for k in snapshot)
     assert all("python_module" not in v for v in snapshot.values())
 
 
-def test_missing_core_snapshot_fails_loudly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="object_info.core.json"):
-        load_schemas(core=tmp_path / "object_info.core.json")
+def test_missing_core_snapshot_fails_loudly():
+    with pytest.raises(FileNotFoundError, match="core node schemas of ComfyUI 9.9.9 not found"):
+        load_schemas("9.9.9")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""tests/fixtures/object_info.core.json, which the workflow tests validate against, is what the ComfyUI
-under test serves. Nodes the server has beyond the snapshot (custom nodes, or core modules whose optional
+"""tests/fixtures/object_info/core-<version>.json, which the workflow tests validate against, is what that
+ComfyUI version serves. Nodes the server has beyond the snapshot (custom nodes, or core modules whose optional
 dependency was missing when it was written, such as the audio nodes without torchaudio) are not checked."""
 import copy
 import json
 
-from devkit.workflow_validation import CORE_SCHEMAS, input_specs, model_file_folder
+from devkit.workflow_validation import core_snapshot, input_specs, model_file_folder
 
 REFRESH = "re-run scripts/dump_pack_object_info.py --core --comfyui PATH"
 
@@ -24,8 +24,10 @@ def without_folder_listings(node_id: str, entry: dict, snapshot_entry: dict) -> 
     return entry
 
 
-def test_core_snapshot_matches_the_live_server(comfy):
-    snapshot = json.loads(CORE_SCHEMAS.read_text())
+def test_core_snapshot_matches_the_live_server(comfy, comfyui):
+    path = core_snapshot(comfyui.version)
+    assert path.is_file(), f"no core snapshot for ComfyUI {comfyui.version}: {REFRESH}"
+    snapshot = json.loads(path.read_text())
     live = comfy.object_info()
     assert not sorted(set(snapshot) - set(live)), f"core nodes gone from this ComfyUI: {REFRESH}"
     changed = [node_id for node_id, entry in snapshot.items()

@@ -66,6 +66,11 @@ MIN_SCALE = 0.75  # LiteGraph stops drawing text below 0.6
 
 
 @pytest.fixture(scope="module")
+def schemas(comfyui):
+    return load_schemas(comfyui.version)
+
+
+@pytest.fixture(scope="module")
 def page(comfy):
     try:
         from playwright.sync_api import sync_playwright
@@ -109,7 +114,7 @@ def close_dialogs(page) -> None:
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_loads_in_the_frontend(page, comfy, path):
+def test_workflow_loads_in_the_frontend(page, comfy, schemas, path):
     text = path.read_text()
     workflow = json.loads(text)
     close_dialogs(page)  # the template browser may open late on the first visit
@@ -134,12 +139,12 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     assert not unregistered, f"node types the frontend does not know: {unregistered}"
     saved_view = workflow["extra"]["ds"]
     assert state["scale"] == pytest.approx(saved_view["scale"]) and state["scale"] >= MIN_SCALE
-    check_queued_prompt(workflow, queued)
+    check_queued_prompt(workflow, queued, schemas)
     assert not page.console_errors, page.console_errors
     if not version.startswith(BUNDLED_FRONTEND):
         assert candidates is not None, f"frontend {version}: no missing-model store found"
         flagged = {(c["nodeType"], c["widgetName"], c["name"]) for c in candidates if c.get("isMissing")}
-        assert absent_model_choices(workflow, comfy.object_info()) <= flagged, f"frontend {version}: {flagged}"
+        assert absent_model_choices(workflow, comfy.object_info(), schemas) <= flagged, f"frontend {version}: {flagged}"
         return
     text = "\n".join(dialogs)
     assert not [row for row in ERROR_ROWS if row in text], f"error rows in the Missing Models dialog: {dialogs}"
@@ -154,9 +159,8 @@ def test_workflow_loads_in_the_frontend(page, comfy, path):
     assert_drawn_without_overlap(state["nodes"], {n["id"]: n["size"] for n in workflow["nodes"]})
 
 
-def absent_model_choices(workflow: dict, object_info: dict) -> set[tuple[str, str, str]]:
+def absent_model_choices(workflow: dict, object_info: dict, schemas: dict) -> set[tuple[str, str, str]]:
     """(node type, input, file) for every loader choice of the workflow that the server does not list."""
-    schemas = load_schemas()
     absent = set()
     for node in workflow["nodes"]:
         if node["type"] not in schemas or node.get("mode") in (2, 4):
@@ -172,8 +176,8 @@ def absent_model_choices(workflow: dict, object_info: dict) -> set[tuple[str, st
     return absent
 
 
-def check_queued_prompt(workflow: dict, queued: dict) -> None:
-    expected = to_api(workflow, load_schemas())
+def check_queued_prompt(workflow: dict, queued: dict, schemas: dict) -> None:
+    expected = to_api(workflow, schemas)
     assert set(queued) == set(expected), "the frontend would queue other nodes than to_api"
     for node_id, node in expected.items():
         got = queued[node_id]

@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.remote.fake_moark import FakeMoArk, Reply
 from tests.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
-from devkit.workflow_validation import (PACK_SCHEMAS, USER_FILE_COMBOS, input_specs, load_schemas, model_file_folder,
+from devkit.workflow_validation import (USER_FILE_COMBOS, input_specs, load_schemas, model_file_folder, pack_snapshot,
                                         nodes_in_group, to_api)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,8 +53,8 @@ save_file(state, sys.argv[1])
 
 
 @pytest.fixture(scope="module")
-def schemas():
-    return load_schemas()
+def schemas(comfyui):
+    return load_schemas(comfyui.version)
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,11 @@ def tiny_vae(comfy, comfyui):
     return TINY_VAE
 
 
-def test_pack_snapshot_matches_the_live_server(comfy):
-    """tests/fixtures/object_info.pack.json is what this pack registers now (refresh it with
+def test_pack_snapshot_matches_the_live_server(comfy, comfyui):
+    """tests/fixtures/object_info/pack-<version>.json is what this pack registers now (refresh it with
     scripts/dump_pack_object_info.py). Model-file lists show the files on disk, so their options are left
     out of the comparison, and so are the user's own files (identities saved by an earlier test)."""
-    snapshot = json.loads(PACK_SCHEMAS.read_text())
+    snapshot = json.loads(pack_snapshot(comfyui.version).read_text())
     live = {k: {f: v for f, v in entry.items() if f != "python_module"}
             for k, entry in comfy.object_info().items() if k.startswith("FaceMigration_")}
     assert sorted(live) == sorted(snapshot), "node list changed: re-run scripts/dump_pack_object_info.py"
@@ -81,8 +81,9 @@ def test_pack_snapshot_matches_the_live_server(comfy):
             if model_file_folder(node_id, spec) is not None or (node_id, spec.name) in USER_FILE_COMBOS:
                 for schema in (entry, snapshot[node_id]):
                     schema["input"]["required" if spec.required else "optional"][spec.name][1].pop("options", None)
-        assert entry == snapshot[node_id], (f"{node_id} differs from tests/fixtures/object_info.pack.json: "
-                                            f"re-run scripts/dump_pack_object_info.py --comfyui PATH")
+        assert entry == snapshot[node_id], (f"{node_id} differs from tests/fixtures/object_info/pack-"
+                                            f"{comfyui.version}.json: re-run scripts/dump_pack_object_info.py "
+                                            f"--comfyui PATH")
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +235,9 @@ def test_check_models_agrees_with_the_loaders(comfy, tiny_files):
     assert check_models.run(parser.parse_args(["--comfyui", str(comfy.base), "--no-hash"]), out, io.StringIO()) == 1
     report = out.getvalue()
     antelope = comfy.base / "models" / "insightface" / "models" / "antelopev2"
-    assert "[ok] scrfd_10g_bnkps.onnx" in report and str(antelope / "scrfd_10g_bnkps.onnx") in report
+    # The tiny stand-in sits under the real name: found where the loader looks, and told apart by its size.
+    assert "[PROBLEM] scrfd_10g_bnkps.onnx" in report and "truncated" in report
+    assert str(antelope / "scrfd_10g_bnkps.onnx") in report
     assert "[ok] EVA02_CLIP_L_336_psz14_s6B" in report  # the converted .safetensors is an accepted name
     assert "[MISSING] pulid_flux_v0.9.1.safetensors" in report
     found = {"photo": {"class_type": "LoadImage", "inputs": {"image": "face_reference.png"}},
