@@ -97,6 +97,10 @@ def load_cached(slot: str, paths: tuple[str, ...], options: tuple, load: Callabl
 
 
 def managed(module: torch.nn.Module):
-    """A ModelPatcher so ComfyUI moves the module to the GPU when used, counts its memory and offloads it."""
-    return comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
-                                            offload_device=comfy.model_management.unet_offload_device())
+    """A patcher so ComfyUI moves the module to the GPU when used, counts its memory and offloads it: the
+    class core uses for its auxiliary models (CLIP vision, upscale models). Since 0.16 that is
+    CoreModelPatcher, which main.py points at ModelPatcherDynamic unless --disable-dynamic-vram; it is
+    read at call time because main.py sets it after start. 0.3.64 has only ModelPatcher."""
+    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    return patcher(module, load_device=comfy.model_management.get_torch_device(),
+                   offload_device=comfy.model_management.unet_offload_device())

@@ -3,7 +3,10 @@ import importlib.util
 import pathlib
 import re
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10, the oldest supported: its backport
+    import tomli as tomllib
 
 import pytest
 from packaging.requirements import Requirement
