@@ -70,6 +70,33 @@ def _scaled(key: str, shape, seed: int) -> torch.Tensor:
     return 1.0 + 0.1 * u  # LayerNorm weights, RMSNorm scales
 
 
+def flux_layout(p: dict = FLUX_PARAMS) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a FLUX.1 checkpoint with these parameters, in the official names (as FLUX.1 files
+    store them: RMSNorm `.scale`), so that any ComfyUI version loads it through its own file loading."""
+    h, mlp, head = p["hidden_size"], int(p["hidden_size"] * p["mlp_ratio"]), p["hidden_size"] // p["num_heads"]
+
+    def linear(name, out_dim, in_dim):
+        return {f"{name}.weight": (out_dim, in_dim), f"{name}.bias": (out_dim,)}
+
+    def qk_norm(name):
+        return {f"{name}.query_norm.scale": (head,), f"{name}.key_norm.scale": (head,)}
+    layout = {**linear("img_in", h, p["in_channels"] * 4), **linear("txt_in", h, p["context_in_dim"])}
+    for name, in_dim in (("time_in", 256), ("vector_in", p["vec_in_dim"]), ("guidance_in", 256)):
+        layout |= {**linear(f"{name}.in_layer", h, in_dim), **linear(f"{name}.out_layer", h, h)}
+    for i in range(p["depth"]):
+        for stream in ("img", "txt"):
+            b = f"double_blocks.{i}.{stream}"
+            layout |= {**linear(f"{b}_mod.lin", 6 * h, h), **linear(f"{b}_attn.qkv", 3 * h, h),
+                       **qk_norm(f"{b}_attn.norm"), **linear(f"{b}_attn.proj", h, h),
+                       **linear(f"{b}_mlp.0", mlp, h), **linear(f"{b}_mlp.2", h, mlp)}
+    for i in range(p["depth_single_blocks"]):
+        b = f"single_blocks.{i}"
+        layout |= {**linear(f"{b}.linear1", 3 * h + mlp, h), **linear(f"{b}.linear2", h, h + mlp),
+                   **qk_norm(f"{b}.norm"), **linear(f"{b}.modulation.lin", 3 * h, h)}
+    return layout | linear("final_layer.linear", 4 * p["in_channels"], h) | linear(
+        "final_layer.adaLN_modulation.1", 2 * h, h)
+
+
 def state_dict_for(shapes: dict[str, tuple[int, ...]], seed: int = SEED) -> dict[str, torch.Tensor]:
     """Seeded weights for every key of a layout (PuLID or FLUX: both use the names handled above)."""
     return {k: _scaled(k, tuple(s), seed).contiguous() for k, s in sorted(shapes.items())}

@@ -9,6 +9,7 @@ PulidCallWrapper through transformer_options. Needs COMFYUI_PATH (a ComfyUI chec
 dependencies); skipped otherwise.
 """
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -35,16 +36,17 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def import_comfy_flux():
-    """ComfyUI's Flux class, imported on the CPU. Its folder goes last on sys.path: it has its own
-    `tests` package, which must not shadow ours."""
+    """ComfyUI's Flux class, imported on the CPU. Its folder goes last on sys.path: it has its own `tests`
+    package, which must not shadow ours. (comfy.sd would need all of ComfyUI's requirements in this
+    interpreter, torchvision included.)"""
     if COMFYUI_PATH not in sys.path:
         sys.path.append(COMFYUI_PATH)
     if "comfy.model_management" not in sys.modules:
         import comfy.cli_args
         comfy.cli_args.args.cpu = True
     import comfy.ops
-    from comfy.ldm.flux.model import Flux
-    return Flux, comfy.ops.disable_weight_init
+    from comfy.ldm.flux.model import Flux, FluxParams
+    return Flux, FluxParams, comfy.ops.disable_weight_init
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,20 @@ def fixture():
 
 @pytest.fixture(scope="module")
 def flux(fixture):
+    """The fixture's FLUX weights (official key names, as FLUX.1 files store them) in ComfyUI's Flux, built as
+    ComfyUI's model detection builds FLUX.1 in each version: 0.33 added FluxParams.txt_ids_dims ([] for
+    FLUX.1) and names the RMSNorm scales `.weight`, renaming a file's `_norm.scale` keys when it loads it."""
     _, meta = fixture
-    flux_cls, ops = import_comfy_flux()
-    p = dict(pd.FLUX_PARAMS)
-    model = flux_cls(operations=ops, out_channels=p["in_channels"], patch_size=2, dtype=torch.float32, **p).eval()
-    sd = pd.state_dict_for({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    sd = pd.state_dict_for(pd.flux_layout())
     assert pd.checksum(sd) == pytest.approx(json.loads(meta["flux_checksum"]), rel=1e-12), \
-        "ComfyUI's FLUX layout or devkit/parity_data.py changed: rerun scripts/make_pulid_fixtures.py"
+        "devkit/parity_data.py changed: rerun scripts/make_pulid_fixtures.py"
+    flux_cls, params_cls, ops = import_comfy_flux()
+    p = dict(pd.FLUX_PARAMS)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(params_cls)}:
+        p["txt_ids_dims"] = []
+    model = flux_cls(operations=ops, out_channels=p["in_channels"], patch_size=2, dtype=torch.float32, **p).eval()
+    if any(k.endswith("_norm.weight") for k in model.state_dict()):
+        sd = {k[:-len("scale")] + "weight" if k.endswith("_norm.scale") else k: v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True)
     return model.requires_grad_(False)
 

@@ -75,6 +75,12 @@ def test_flux_kv_cache_drops_the_reference_tokens_and_the_identity_stays_on_the_
 @pytest.mark.parametrize("method", ["index_timestep_zero", "uxo/uno"])
 def test_reference_methods_of_033(comfy, graphs, method):
     needs_node(comfy, "FluxKVCache")
+    plain = base(graphs, seed=203, steps=2)
+    with_reference(plain, 32, 64, method)
+    errors = comfy.messages(comfy.history(plain), "execution_error")
+    if errors:  # measured on 0.33.0: index_timestep_zero fails inside FLUX.1's own double block
+        pytest.skip(f"this ComfyUI fails with method {method} on FLUX.1 without Apply: "
+                    f"{errors[0].get('exception_message', '')[:200]}")
     g = base(graphs, {}, seed=203, steps=2)
     with_reference(g, 32, 64, method)
     _, [(steps, _, _)], probes = run_logged(comfy, probed(g), 1)
