@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devkit.workflow_validation import load_schemas, to_api
+from face_migration.support import TESTED_COMFYUI
 from tests.remote.fake_moark import FakeMoArk, Reply, gradient_image, png_bytes
+
+REPO = Path(__file__).resolve().parents[2]
 
 NODE = "FaceMigration_MoArkFaceMigration"
 INPUTS = ["image", "prompt", "size", "guidance_scale", "num_inference_steps", "id_weight", "id_timestep_start",
@@ -129,25 +133,48 @@ def test_cancel_stops_the_wait_within_a_second(comfy, fake):
     assert request.client_closed_at is not None and request.client_closed_at - interrupted < 2.0
 
 
-def test_transparent_pixels_from_load_image_are_uploaded_white_through_its_mask(comfy, fake):
-    pixels = np.zeros((40, 56, 4), np.uint8)  # black, fully transparent...
-    pixels[10:30, 16:40] = [30, 60, 90, 255]  # ...around an opaque face
+def cutout_photo(comfy, name: str) -> str:
+    """A 56x40 PNG in ComfyUI's input folder: an opaque face on black, fully transparent, background, and one
+    half-transparent red pixel at (0, 0)."""
+    pixels = np.zeros((40, 56, 4), np.uint8)
+    pixels[10:30, 16:40] = [30, 60, 90, 255]
     pixels[0, 0] = [200, 0, 0, 128]
-    Image.fromarray(pixels, "RGBA").save(comfy.base / "input" / "cutout_face.png")
-    prompt = graph(fake, seed=2468)
-    prompt["face"] = {"class_type": "LoadImage", "inputs": {"image": "cutout_face.png"}}
-    prompt["migrate"]["inputs"]["mask"] = ["face", 1]
-    comfy.run(prompt)
-    (request,) = fake.api_requests()
-    sent = np.asarray(Image.open(io.BytesIO(request.files["image"][2])).convert("RGB"))
+    Image.fromarray(pixels, "RGBA").save(comfy.base / "input" / name)
+    return name
+
+
+def uploaded(request) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(request.files["image"][2])).convert("RGB"))
+
+
+def assert_laid_over_white(sent: np.ndarray) -> None:
     assert sent.shape == (40, 56, 3)
     assert (sent[30:, :] == 255).all() and (sent[1:, :16] == 255).all()  # transparent: white, not black
     assert sent[20, 20].tolist() == [30, 60, 90] and sent[0, 0].tolist() == [227, 127, 127]
 
+
+def test_transparent_pixels_from_load_image_are_uploaded_white_through_its_mask(comfy, fake):
+    prompt = graph(fake, seed=2468)
+    prompt["face"] = {"class_type": "LoadImage", "inputs": {"image": cutout_photo(comfy, "cutout_face.png")}}
+    prompt["migrate"]["inputs"]["mask"] = ["face", 1]
+    comfy.run(prompt)
+    assert_laid_over_white(uploaded(fake.api_requests()[0]))
+
     del prompt["migrate"]["inputs"]["mask"]  # without the mask ComfyUI's IMAGE holds the hidden black
     comfy.run(prompt)
-    sent = np.asarray(Image.open(io.BytesIO(fake.api_requests()[1].files["image"][2])).convert("RGB"))
-    assert sent[39, 55].tolist() == [0, 0, 0]
+    assert uploaded(fake.api_requests()[1])[39, 55].tolist() == [0, 0, 0]
+
+
+def test_the_shipped_remote_workflow_uploads_transparent_pixels_white(comfy, fake):
+    workflow = json.loads((REPO / "workflows" / "remote_api_face_migration.json").read_text())
+    prompt = to_api(workflow, load_schemas(TESTED_COMFYUI[0]))  # the version the workflows are saved for
+    (photo,) = [n for n in prompt.values() if n["class_type"] == "LoadImage"]
+    photo["inputs"]["image"] = cutout_photo(comfy, "shipped_workflow_cutout.png")
+    (node,) = [n for n in prompt.values() if n["class_type"] == NODE]
+    node["inputs"].update(endpoint="custom", custom_base_url=fake.base_url, timeout=30.0)
+    comfy.run(prompt)
+    (request,) = fake.api_requests()
+    assert_laid_over_white(uploaded(request))
 
 
 @pytest.mark.parametrize("second", ["unreadable image", "HTTP 500"])
