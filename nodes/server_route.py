@@ -13,6 +13,7 @@ import asyncio
 import io as bytes_io
 import logging
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,8 +26,8 @@ from comfy.cli_args import args
 from comfy_api.v0_0_2 import io
 from PIL import Image
 
-from ..face_migration.errors import (ApiNoFaceError, ApiPromptFailedError, ApiRequestError, ApiUnavailableError,
-                                     ModelFileError, NoFaceError)
+from ..face_migration.errors import (ApiNoFaceError, ApiPromptFailedError, ApiRequestError, ApiSetupError,
+                                     ApiUnavailableError, ModelFileError, NoFaceError)
 from ..face_migration.remote.params import API_PATH
 from ..face_migration.selfhost.access import authorize, configured_token, listens_beyond_loopback
 from ..face_migration.selfhost.mailbox import Mailbox
@@ -335,17 +336,21 @@ async def run_prompt(api: OwnApi, request: web.Request, prompt: dict, request_id
 
 
 def failure(status: dict) -> ApiRequestError:
-    """The error answer for a prompt that ended without images."""
+    """The error answer for a prompt that ended without images. A node's own message reaches the client only
+    for a photo without a face; any other may name files of this server, so it goes to the log."""
     for event, data in status.get("messages", []):
         if event == "execution_error":
             kind = data.get("exception_type", "").rsplit(".", 1)[-1]
             message = data.get("exception_message", "").strip()
+            node = f"node {data.get('node_id')} ({data.get('node_type')})"
             if kind == NoFaceError.__name__:
                 return ApiNoFaceError(f"image: {message}")
             if kind == ModelFileError.__name__:
-                return ApiUnavailableError(f"models missing on this server: {message}")
-            return ApiPromptFailedError(f"the prompt failed in node {data.get('node_id')} "
-                                        f"({data.get('node_type')}): {message}")
+                return ApiSetupError("models missing on this server; sending the request again will not help "
+                                     "until its owner installs them (the server log names the files)",
+                                     detail=f"{node}: {message}")
+            return ApiPromptFailedError(f"the prompt failed in {node} on this server; its owner finds the error "
+                                        f"in the server log", detail=message)
         if event == "execution_interrupted":
             return ApiUnavailableError("the prompt was cancelled on the server (Cancel in ComfyUI, or removed "
                                        "from its queue); send the request again")
@@ -353,10 +358,10 @@ def failure(status: dict) -> ApiRequestError:
                                 f"with request_id '{{{{request_id}}}}'")
 
 
-def unavailable(node_errors: dict, model: str, error: dict) -> ApiUnavailableError:
-    """A template that does not validate is the server's problem (503), most often a model file that is
-    not installed (a core loader's 'not in list', or a loader's own check); the message lists every problem
-    ComfyUI found."""
+def unavailable(node_errors: dict, model: str, error: dict) -> ApiSetupError:
+    """A template that does not validate is the server's problem (503, not retryable), most often a model
+    file that is not installed (a core loader's 'not in list', or a loader's own check). The client learns
+    which model; the log lists every problem ComfyUI found."""
     problems, files_missing = [], False
     for node_id, found in node_errors.items():
         kind = found.get("class_type")
@@ -369,6 +374,32 @@ def unavailable(node_errors: dict, model: str, error: dict) -> ApiUnavailableErr
             files_missing |= problem.get("type") == "value_not_in_list" or str(kind).endswith("Loader")
     detail = "; ".join(problems) or f"{error.get('message')}: {error.get('details')}"
     if files_missing:
-        return ApiUnavailableError(f"models missing on this server for model {model!r}: {detail}; put the files "
-                                   f"into ComfyUI's models folders or change the API template")
-    return ApiUnavailableError(f"the API template for model {model!r} does not validate in ComfyUI: {detail}")
+        return ApiSetupError(f"models missing on this server for model {model!r}; sending the request again will "
+                             f"not help until its owner installs them (the server log names the files)",
+                             detail=f"{detail}; put the files into ComfyUI's models folders or change the API "
+                                    f"template")
+    return ApiSetupError(f"the API template for model {model!r} does not validate on this server; its owner finds "
+                         f"why in the server log", detail=detail)
+
+
+class QuietFacelessUploads(logging.Filter):
+    """ComfyUI logs every exception of a node with its traceback. A route prompt whose upload holds no face
+    is the client's error, answered 422 and logged in one line by error_answer, so the core's two records
+    of it ("!!! Exception during processing !!!" and the traceback) are dropped; all else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno < logging.ERROR or not isinstance(sys.exc_info()[1], NoFaceError)
+                or not route_prompt_running())
+
+
+def route_prompt_running() -> bool:
+    """Whether the prompt ComfyUI runs now was queued by this route (it ends with the API Result node)."""
+    from server import PromptServer
+
+    running, _ = PromptServer.instance.prompt_queue.get_current_queue_volatile()
+    return any(isinstance(item[2], dict) and any(isinstance(node, dict) and node.get("class_type") == RESULT_NODE
+                                                 for node in item[2].values()) for item in running)
+
+
+# The core logs with logging.error(), on the root logger, whose own filters see those records.
+logging.getLogger().addFilter(QuietFacelessUploads())

@@ -1,9 +1,14 @@
 """Save Identity / Load Identity in a real ComfyUI: a face encoded once, saved, loaded in a new prompt that
 has no face model at all, samples bit-identically to the identity straight from Encode Face; wrong PuLID
-model, missing, corrupt and clashing files give errors that name the file."""
-from PIL import Image
+model, missing, corrupt and clashing files give errors that name the file; a saved file gets the umask's
+mode; a model file put among the identities gets a short error."""
+import os
 
-from tests.integration.test_face_nodes import face_nodes, pulid_loader_id
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from tests.integration.test_face_nodes import face_nodes, full_graph, pulid_loader_id
 
 FOLDER = "pulid_identities"
 FACE_MODEL_NODES = {"FaceMigration_FaceAnalysisLoader", "FaceMigration_EvaClipLoader",
@@ -57,8 +62,51 @@ def test_identity_from_another_pulid_model_is_refused(comfy, graphs, tiny_face):
     error = comfy.run_error(load_apply(graphs, tiny_face, "for_other_model.safetensors",
                                        pulid_file="tiny_pulid.safetensors"))
     assert error["exception_type"].endswith("IncompatibleModelError")
-    assert "for_other_model.safetensors" in error["exception_message"]
-    assert "the PuLID file it was saved with" in error["exception_message"]
+    message = error["exception_message"]
+    assert "The face identity file for_other_model.safetensors was made with PuLID weights" in message
+    assert "Load Identity" in message and "encode node" not in message
+
+
+def test_apply_with_another_pulid_model_than_the_loaded_identity_names_the_file(comfy, graphs, tiny_face):
+    comfy.run(encode_apply_save(graphs, tiny_face, "for_apply_check", overwrite=True))
+    other = "tiny_pulid.safetensors"  # fits the tiny FLUX, another fingerprint than the face's PuLID file
+    g = load_apply(graphs, tiny_face, "for_apply_check.safetensors", pulid_file=other)
+    own_loader = pulid_loader_id(tiny_face.pulid_file)
+    g[own_loader] = {"class_type": "FaceMigration_PulidModelLoader", "inputs": {"pulid_file": tiny_face.pulid_file}}
+    g["identity_0"]["inputs"]["pulid_model"] = [own_loader, 0]  # Load Identity itself gets the right one
+    error = comfy.run_error(g)
+    assert error["node_type"] == "FaceMigration_ApplyPulid"
+    message = error["exception_message"]
+    assert "The face identity file for_apply_check.safetensors was made with PuLID weights" in message
+
+
+def test_apply_with_another_pulid_model_than_encode_face_says_so_without_a_file(comfy, graphs, tiny_face):
+    g = full_graph(graphs, tiny_face, apply={"pulid_file": "tiny_pulid.safetensors"})
+    own_loader = pulid_loader_id(tiny_face.pulid_file)
+    g[own_loader] = {"class_type": "FaceMigration_PulidModelLoader", "inputs": {"pulid_file": tiny_face.pulid_file}}
+    error = comfy.run_error(g)
+    assert error["node_type"] == "FaceMigration_ApplyPulid"
+    message = error["exception_message"]
+    assert message.startswith("This face identity was made with PuLID weights") and "Encode Face" in message
+
+
+def test_a_saved_identity_gets_the_umasks_mode(comfy, graphs, tiny_face):
+    umask = os.umask(0)
+    os.umask(umask)  # the server inherited this process's umask
+    comfy.run(encode_apply_save(graphs, tiny_face, "mode_check", overwrite=True))
+    mode = (comfy.base / "models" / FOLDER / "mode_check.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask, oct(mode)
+
+
+def test_a_model_file_among_the_identities_gets_a_short_error(comfy, graphs, tiny_face):
+    folder = comfy.base / "models" / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({f"double_blocks.{i}.img_attn.qkv.weight": torch.zeros(1) for i in range(3000)},
+              str(folder / "flux_by_mistake.safetensors"))
+    error = comfy.run_error(load_apply(graphs, tiny_face, "flux_by_mistake.safetensors"))
+    message = error["exception_message"]
+    assert error["exception_type"].endswith("IdentityFileError") and len(message) < 700, message
+    assert "3,000 tensors" in message and "models/pulid" in message
 
 
 def test_missing_identity_file_is_explained_before_running(comfy, graphs, tiny_face):
