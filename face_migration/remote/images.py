@@ -184,7 +184,7 @@ def _save_all(received: list[ReceivedImage], folder: Path, stem: str) -> str:
             saved.append(str(save_received(item, folder, stem)))
         except OSError as exc:
             failures.append(exc.strerror or str(exc))
-    note = f"The {len(received)} image(s) received before the failure were billed"
+    note = f"The {len(received)} image(s) received were billed"
     if saved:
         note += f"; saved as received to {', '.join(saved)}"
     if failures:

@@ -293,7 +293,7 @@ def test_an_unreadable_image_from_the_server_is_kept_as_received(fake, photo, tm
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "data[1].b64_json is not a readable image" in result.stderr
     kept = [tmp_path / "o.received.png", tmp_path / "o.received.bin"]
-    assert f"The 2 image(s) received before the failure were billed; saved as received to {kept[0]}, {kept[1]}." \
+    assert f"The 2 image(s) received were billed; saved as received to {kept[0]}, {kept[1]}." \
         in result.stderr
     assert [path.read_bytes() for path in kept] == [good, broken] and not out.exists()
     assert len(fake.api_requests()) == 1

@@ -115,7 +115,7 @@ def test_received_images_are_kept_when_the_block_fails_and_the_error_says_where(
     assert [r.format for r in received] == ["PNG", None]
     assert (tmp_path / "kept.png").read_bytes() == first and (tmp_path / "kept.bin").read_bytes() == second
     assert str(error).startswith("data[1] is not a readable image")
-    assert str(error).endswith(f"The 2 image(s) received before the failure were billed; saved as received to "
+    assert str(error).endswith(f"The 2 image(s) received were billed; saved as received to "
                                f"{tmp_path / 'kept.png'}, {tmp_path / 'kept.bin'}.")
 
 
