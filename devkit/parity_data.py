@@ -133,7 +133,7 @@ def flux_inputs(seed: int = SEED) -> dict[str, torch.Tensor]:
 
 def load_fixture(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a fixture file in tests/fixtures."""
-    path = str(Path(FIXTURES) / name)
+    path = str(Path(__file__).resolve().parents[1] / FIXTURES / name)  # whatever the working directory
     with safe_open(path, "pt") as f:
         meta = f.metadata()
     return load_file(path), meta
