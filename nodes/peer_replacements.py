@@ -47,18 +47,18 @@ def server_replacements(table: dict) -> list[dict]:
             # Only the widgets every variant of the peer node has, in its order (values are matched by position).
             "old_widget_ids": [w for w in entry["widgets"] if w in entry.get("values", {})] or None,
             "input_mapping": mapping or None,
-            "output_mapping": [{"old_idx": old, "new_idx": new} for old, new in enumerate(entry["outputs"])],
+            "output_mapping": output_mapping(entry["outputs"]),
         })
     return replacements
 
 
-def peer_aliases(table: dict, new_type: str) -> list[str]:
-    """The peers' ids and display names of the nodes that become `new_type`, for search."""
-    aliases = []
-    for old_type, entry in table["nodes"].items():
-        if entry["new_type"] == new_type:
-            aliases += [old_type, entry["title"]]
-    return aliases
+def output_mapping(outputs: list[int]) -> list[dict] | None:
+    """None where every output keeps its index: core then leaves the consumers' links alone. Its remapping looks
+    each consumer's input up by name, and raises (HTTP 500) on a consumer already replaced without that input
+    (an ApplyPulidFlux's eva_clip)."""
+    if outputs == list(range(len(outputs))):
+        return None
+    return [{"old_idx": old, "new_idx": new} for old, new in enumerate(outputs)]
 
 
 async def register_peer_replacements() -> None:

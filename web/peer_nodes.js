@@ -150,7 +150,9 @@ function rewriteNode(flow, old, entry) {
 
   let encoder = null;
   if (encoderSpec) {
-    encoder = place(freshNode(encoderSpec.new_type, encoderValues), old.pos[0], old.pos[1] + main.size[1] + GAP);
+    // Below every node of the workflow, so that nothing is drawn over another node.
+    const bottom = Math.max(...[...flow.nodes.values()].map((n) => (n.pos?.[1] ?? 0) + (n.size?.[1] ?? 0)));
+    encoder = place(freshNode(encoderSpec.new_type, encoderValues), old.pos[0], bottom + 2 * GAP);
     encoder.id = flow.newNodeId();
     flow.addNode(encoder);
     let left = encoder.pos[0];

@@ -10,13 +10,14 @@ listing what was not carried over; with the peer pack installed (its node types 
 The server has no model files and no peer pack. Needs what test_workflows_browser.py needs."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.integration.test_workflows_browser import CHROMIUM_ARGS, DIALOG_TEXTS, DROP_FILE, chromium, close_dialogs
+from tests.integration.test_workflows_browser import ARTIFACTS, CHROMIUM_ARGS, DIALOG_TEXTS, DROP_FILE, chromium, close_dialogs
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = json.loads((REPO / "web" / "peer_nodes.json").read_text())
@@ -136,20 +137,48 @@ def test_object_info_lists_every_node_the_table_maps_to(server):
     assert {encoder["new_type"], *(loader["new_type"] for loader in encoder["loaders"].values())} <= set(info)
 
 
-def test_node_replacements_endpoint_lists_the_table(server):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("peer_replacements", REPO / "nodes" / "peer_replacements.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def node_replacements(server) -> dict:
     try:
-        listed = get_json(server.url + "/node_replacements")
+        return get_json(server.url + "/node_replacements")
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and "search_aliases" not in json.dumps(server.object_info()):
             pytest.skip("this ComfyUI has no node replacements (before 0.14): the frontend rewrite alone applies")
         raise
-    expected = module.server_replacements(TABLE)
-    for replacement in expected:
+
+
+def test_node_replacements_endpoint_lists_the_table(server):
+    spec = importlib.util.spec_from_file_location("peer_replacements", REPO / "nodes" / "peer_replacements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    listed = node_replacements(server)
+    for replacement in module.server_replacements(TABLE):
         assert replacement in listed.get(replacement["old_node_id"], []), (replacement, listed)
+
+
+def test_an_api_prompt_with_peer_nodes_is_validated_as_this_packs(server):
+    """Core replaces the peer nodes of an API prompt: the loader is checked as this pack's (its file), and
+    ApplyPulidFlux, which has no identity input here, is refused for the identity Encode Face would give."""
+    node_replacements(server)
+    meta = {"_meta": {"title": "peer node"}}
+    prompt = {
+        "1": {"class_type": "PulidFluxModelLoader", "inputs": {"pulid_file": "pulid_flux_v0.9.1.safetensors"}, **meta},
+        "2": {"class_type": "PulidFluxEvaClipLoader", "inputs": {}, **meta},
+        "3": {"class_type": "PulidFluxInsightFaceLoader", "inputs": {"provider": "ROCM"}, **meta},
+        "4": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "5": {"class_type": "UNETLoader", "inputs": {"unet_name": "absent.safetensors", "weight_dtype": "default"}},
+        "6": {"class_type": "ApplyPulidFlux", "inputs": {
+            "model": ["5", 0], "pulid_flux": ["1", 0], "eva_clip": ["2", 0], "face_analysis": ["3", 0],
+            "image": ["4", 0], "weight": 0.8, "start_at": 0.1, "end_at": 0.9}, **meta},
+        "7": {"class_type": "PreviewAny", "inputs": {"source": ["6", 0]}},
+    }
+    body = json.dumps({"prompt": prompt}).encode()
+    request = urllib.request.Request(server.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400, server.log_text()[-2000:]
+    errors = json.load(refused.value)["node_errors"]
+    assert errors["6"]["class_type"] == "FaceMigration_ApplyPulid"
+    assert [e["details"] for e in errors["6"]["errors"]] == ["pulid_id"], errors["6"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -177,6 +206,9 @@ def test_peer_workflow_opens_with_this_packs_nodes(browser, server, name):
             assert phrase in text, f"the Note does not say {phrase!r}: {text}"
         assert len(apply["properties"]["Face Migration: opened from"]["not_carried"]) == len(note_phrases)
     assert not page.errors, page.errors
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
+    (ARTIFACTS / version).mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / version / f"peer_{name}.png"))  # as a user sees it on opening
     page.close()
 
 
