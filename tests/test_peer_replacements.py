@@ -1,6 +1,6 @@
 """web/peer_nodes.json (the other PuLID-FLUX packs' nodes -> this pack's) against this pack's node schemas
-(tests/fixtures/object_info.pack.json), and the node replacements nodes/peer_replacements.py derives from it for
-ComfyUI's server."""
+(the snapshot devkit.workflow_validation.load_schemas reads), and the node replacements nodes/peer_replacements.py
+derives from it for ComfyUI's server."""
 from __future__ import annotations
 
 import importlib.util
