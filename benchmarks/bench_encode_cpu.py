@@ -25,7 +25,7 @@ contiguous (NCHW) against channels-last inputs, the layout the pack uses on the 
 encode of N photos (EVA in batches of pipeline.EVA_BATCH), compared per photo with the one-photo encode.
 
     python benchmarks/bench_encode_cpu.py                        # CPU, 2 threads
-    python benchmarks/bench_encode_cpu.py --allocator thp        # torch's huge-page CPU buffers (see README)
+    python benchmarks/bench_encode_cpu.py --allocator thp        # torch's huge-page CPU buffers (docs/benchmarks.md)
     python benchmarks/bench_encode_cpu.py --device cuda          # bf16 EVA / IDFormer as the node on a GPU
 
 Thread counts and the allocator are set in the environment before torch is imported (--allocator restarts
@@ -40,7 +40,7 @@ import sys
 
 # Read once, at start-up. glibc: buffers up to 32 MiB from the heap and no trimming, so freed activation
 # buffers are reused instead of returned to the kernel and faulted in again (this helps the main thread only:
-# a worker thread's large buffers are fresh mappings either way, measured in the README). torch: CPU buffers
+# a worker thread's large buffers are fresh mappings either way, measured in docs/benchmarks.md). torch: CPU buffers
 # of 2 MiB and more aligned to, and advised as, transparent huge pages (one fault per 2 MiB instead of per
 # 4 KiB, where /sys/kernel/mm/transparent_hugepage/enabled says "madvise" or "always").
 GLIBC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2 ** 20), "MALLOC_TRIM_THRESHOLD_": str(2 ** 40)}

@@ -1,5 +1,6 @@
 """What ComfyUI Manager and the Comfy Registry read: requirements, pyproject, the lazy entry point."""
 import importlib.util
+import json
 import pathlib
 import re
 import sys
@@ -71,7 +72,7 @@ def test_entry_point_imports_without_comfyui_and_loads_nothing_heavy():
 
 
 def test_readme_opens_with_install_and_test_commands_and_lists_every_model_file():
-    from face_migration.catalog import MODEL_FILES
+    from face_migration.catalog import CATALOGUE, MODEL_FILES
 
     readme = (ROOT / "README.md").read_text()
     blocks = readme.split("```")
@@ -81,6 +82,53 @@ def test_readme_opens_with_install_and_test_commands_and_lists_every_model_file(
     assert "pytest" in (ROOT / ".ci" / "run").read_text()
     for model in MODEL_FILES:
         assert model.filename in readme and model.url in readme and model.display_folder in readme, model.key
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    for model in CATALOGUE.files:  # the FLUX files too: a row each, its folder, published size and source
+        row = next((r for r in rows if r.startswith(f"| `{model.filename}`")), "")
+        assert f"`{model.display_folder}/`" in row and model.source_url in row, model.key
+        assert f"| {readable_size(model.size_bytes)} |" in row, (model.key, readable_size(model.size_bytes))
+
+
+def readable_size(size: int) -> str:
+    """As the README's Models table writes sizes: decimal units, three significant digits."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{size} bytes"
+
+
+def test_readme_says_how_much_a_local_workflow_downloads():
+    from face_migration.check_models import workflow_needs
+
+    local = {name: files for name, files in workflow_needs().items() if files}
+    counts = {len(files) for files in local.values()}
+    totals = {f"{sum(m.size_bytes for m in files) / 1e9:.1f} GB" for files in local.values()}
+    assert len(counts) == 1 and len(totals) == 1, (counts, totals)  # else the sentence needs rewriting
+    words = {9: "nine", 10: "ten", 11: "eleven", 12: "twelve"}
+    sentence = f"Each local workflow needs {words[counts.pop()]} files, {totals.pop()} in all"
+    assert sentence in " ".join((ROOT / "README.md").read_text().split()), sentence
+
+
+def pack_nodes() -> dict[str, str]:
+    """node id -> display name, from the newest schema snapshot of the pack's nodes."""
+    snapshot = max((ROOT / "tests" / "fixtures" / "object_info").glob("pack-*.json"),
+                   key=lambda p: tuple(int(x) for x in p.stem.split("-", 1)[1].split(".")))
+    return {node_id: schema["display_name"] for node_id, schema in json.loads(snapshot.read_text()).items()}
+
+
+def test_readme_node_table_and_nodes_page_name_every_node():
+    readme = (ROOT / "README.md").read_text()
+    reference = (ROOT / "docs" / "nodes.md").read_text()
+    for node_id, title in pack_nodes().items():
+        short = node_id.removeprefix("FaceMigration_")
+        assert f"| {title} | `{short}` |" in readme, node_id
+        assert f"(`{node_id}`)" in reference or f"`{node_id}`" in reference, node_id
+
+
+def test_readme_is_short():
+    """The README gets a newcomer to the first image; the rest is in docs/ (issue 20)."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
 
 
 # --- Everything the README, the CI script and the tests name is in the repository -----------------------
@@ -95,7 +143,8 @@ REPO_PATH = re.compile(r"(?<![\w./-])((?:tests|scripts|benchmarks|devkit|workflo
 FILE_EXTENSIONS = {"py", "json", "jpg", "png", "txt", "toml", "md", "safetensors", "onnx", "sh", "yaml", "pth", "pt"}
 PYTHON_MODULE = re.compile(r"python3?(?:\.exe)? -m ([\w.]+)")
 # Where commands and paths are written down for a user or CI to follow.
-DOCUMENTED = ["README.md", ".ci/run", "tests/**/*.py", "scripts/*.py", "benchmarks/*.py", "devkit/*.py"]
+DOCUMENTED = ["README.md", "docs/*.md", ".ci/run", "tests/**/*.py", "scripts/*.py", "benchmarks/*.py",
+              "devkit/*.py"]
 # The folder of shared material beside the project checkout: a user's clone has none.
 OUTSIDE = re.compile(r"\.\./shared\b|/work/shared\b|parents?\b[^\n]{0,40}[\"']shared[\"']\s*/")
 
@@ -185,10 +234,14 @@ def test_readme_top_says_where_and_with_which_python_and_how_to_run_the_optional
     assert "from the folder that holds ComfyUI/" in install and "python_embeded" in install
     assert "from the pack folder" in tests and "cd ComfyUI/custom_nodes/comfyui-face-migration" in tests
     assert "PYTHON=" in tests
-    # the optional suites, as their skip reasons name them: a ComfyUI, playwright and a Chromium
-    for needed in ("COMFYUI_PATH", "COMFYUI_PYTHON", "pip install playwright", "apt-get install chromium",
-                   "playwright install", "CHROMIUM_PATH"):
+    # the optional suites, as their skip reasons name them ("README, Tests"): a ComfyUI, then docs/testing.md
+    assert "## Tests" in readme.split("```")[2] and "(docs/testing.md)" in after
+    for needed in ("COMFYUI_PATH", "COMFYUI_PYTHON"):
         assert needed in after, needed
+    testing = (ROOT / "docs" / "testing.md").read_text()
+    for needed in ("COMFYUI_PATH", "COMFYUI_PYTHON", "pip install playwright", "apt-get install chromium",
+                   "playwright install", "--with-deps", "CHROMIUM_PATH", "bash .ci/run tests/integration"):
+        assert needed in testing, needed
 
 
 def test_ci_takes_cpu_torch_on_linux_x86_64_and_reuses_a_torch_it_finds():

@@ -1,5 +1,5 @@
 """Parameters of the hosted face-migration endpoint, their documented ranges, and the form fields they
-become. Ranges are the platform's own schema for `v1/images/face-migration` (see the README); the
+become. Ranges are the platform's own schema for `v1/images/face-migration` (see docs/remote-api.md); the
 node, the command and the client all validate with this one table."""
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from ..errors import ApiNotConfiguredError, ApiTokenError, ApiTokenFileError
 
 TOKEN_ENV = "FACE_MIGRATION_API_TOKEN"
 TOKEN_FILENAME = "face_migration_api_token.txt"
-# How the owner sets a token, without this server's paths: the same words as the README.
+# How the owner sets a token, without this server's paths: the same words as docs/self-hosting.md.
 HOW_TO_SET_TOKEN = (f"its owner sets the environment variable {TOKEN_ENV} before starting ComfyUI, or writes the "
                     f"token alone into {TOKEN_FILENAME} in ComfyUI's user folder; clients send it as "
                     f"'Authorization: Bearer <token>'")
