@@ -393,10 +393,14 @@ class QuietFacelessUploads(logging.Filter):
 
 
 def route_prompt_running() -> bool:
-    """Whether the prompt ComfyUI runs now was queued by this route (it ends with the API Result node)."""
+    """Whether the prompt ComfyUI runs now was queued by this route (it ends with the API Result node). It runs
+    inside a logging call, where an exception would break the caller's own error handling: no server, no."""
     from server import PromptServer
 
-    running, _ = PromptServer.instance.prompt_queue.get_current_queue_volatile()
+    server = getattr(PromptServer, "instance", None)
+    if server is None:
+        return False
+    running, _ = server.prompt_queue.get_current_queue_volatile()
     return any(isinstance(item[2], dict) and any(isinstance(node, dict) and node.get("class_type") == RESULT_NODE
                                                  for node in item[2].values()) for item in running)
 
