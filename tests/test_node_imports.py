@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from face_migration.support import TESTED_COMFYUI
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "stand_in_pack"
 
@@ -35,6 +37,10 @@ def adapter(tmp_path, monkeypatch):
     nodes.mkdir(parents=True)
     (nodes.parent / "__init__.py").write_text("")
     shutil.copyfile(REPO / "nodes" / "__init__.py", nodes / "__init__.py")
+    library = tmp_path / PACKAGE / "face_migration"
+    library.mkdir()
+    (library / "__init__.py").write_text("")
+    shutil.copyfile(REPO / "face_migration" / "support.py", library / "support.py")
     for name, text in STUBS.items():
         (nodes / name).write_text(text)
     comfy_api, v0_0_2 = types.ModuleType("comfy_api"), types.ModuleType("comfy_api.v0_0_2")
@@ -42,6 +48,9 @@ def adapter(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "comfy_api", comfy_api)
     monkeypatch.setitem(sys.modules, "comfy_api.v0_0_2", v0_0_2)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    running = types.ModuleType("comfyui_version")  # ComfyUI's own root module
+    running.__version__ = TESTED_COMFYUI[-1]
+    monkeypatch.setitem(sys.modules, "comfyui_version", running)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield importlib.import_module(f"{PACKAGE}.nodes")
     for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
@@ -79,3 +88,21 @@ def test_every_requirement_is_recognised(adapter):
                 if line.strip() and not line.startswith("#")}
     named = {name for names in adapter.REQUIREMENT_MODULES.values() for name in names.split(" or ")}
     assert packages <= named, packages - named
+
+
+@pytest.mark.parametrize("version, says", [("0.3.40", "older than 0.3.64"), ("0.40.1", "newer than 0.33.0")])
+def test_a_comfyui_outside_the_tested_range_gets_one_log_line_and_the_nodes(adapter, caplog, monkeypatch,
+                                                                            version, says):
+    monkeypatch.setattr(sys.modules["comfyui_version"], "__version__", version)
+    with caplog.at_level(logging.WARNING):
+        assert node_list(adapter, ("good_nodes",)) == ["GoodNode"]
+    (record,) = caplog.records
+    assert f"ComfyUI {version} is {says}" in record.getMessage()
+
+
+@pytest.mark.parametrize("version", [*TESTED_COMFYUI, "0.16.2", "0.33.0+local"])
+def test_a_comfyui_in_the_tested_range_logs_nothing(adapter, caplog, monkeypatch, version):
+    monkeypatch.setattr(sys.modules["comfyui_version"], "__version__", version)
+    with caplog.at_level(logging.WARNING):
+        assert node_list(adapter, ("good_nodes",)) == ["GoodNode"]
+    assert not caplog.records

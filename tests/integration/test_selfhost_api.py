@@ -411,3 +411,30 @@ def test_no_image_of_a_request_is_kept_whatever_its_end(api, comfy, tiny_face):
     while (found := nothing_left()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert found is None, f"files or history images of API requests were kept: {found}"
+
+
+def test_the_route_survives_100_sequential_and_4_concurrent_requests(api, comfy, graphs):
+    """After 104 route requests the server still runs the UI's own prompts, and every job of the route is in
+    the list the UI's queue and history panels read (0.33's /api/jobs; 0.3.64's panels read /history), each
+    with the fields a /prompt job has."""
+    url, photo = api
+    known = set(api_prompts(comfy))
+    for seed in range(1000, 1100):
+        assert post(url, photo, seed=seed).status_code == 200
+    answers = {}
+    threads = [threading.Thread(target=lambda s=s: answers.update({s: post(url, photo, seed=s)}))
+               for s in range(2000, 2004)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [answers[s].status_code for s in sorted(answers)] == [200] * 4
+    comfy.run(graphs.flux(steps=1))  # the UI's /prompt still runs prompts
+    routed = set(api_prompts(comfy)) - known
+    assert len(routed) == 104
+    jobs = requests.get(comfy.url + "/api/jobs", params={"limit": 100000}, timeout=30)
+    if jobs.status_code == 404:  # 0.3.64
+        return
+    listed = {job["id"]: job for job in jobs.json()["jobs"]}
+    assert routed <= set(listed)
+    assert all(listed[job_id].get("create_time") and listed[job_id]["status"] == "completed" for job_id in routed)
