@@ -138,7 +138,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         api = OwnApi(PromptServer.instance, own_session())
         images = await run_prompt(api, request, prompt, request_id, api_request.params.model)
         return web.json_response(image_answer(images))
-    except ApiRequestError as error:
+    except Exception as error:  # error_answer logs it (one line, a traceback only for a fault of the route)
         status, body = error_answer(error)
         return web.json_response(body, status=status)
     finally:

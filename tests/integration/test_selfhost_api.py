@@ -179,14 +179,12 @@ def test_a_photo_without_a_face_is_a_422(api, comfy, tiny_face):
     assert response.json()["message"].startswith("image: No face was found")
 
 
-def test_missing_models_are_a_503_naming_the_files(api):
+def test_missing_models_are_a_503_for_the_model(api):
+    """Which files are missing is for the server's log (test_selfhost_hardening), not for the client."""
     url, photo = api
     response = post(url, photo, model="flux-1-dev")  # the shipped template: none of its files are here
     assert response.status_code == 503
-    message = response.json()["message"]
-    assert "models missing on this server for model 'flux-1-dev'" in message
-    assert "UNETLoader.unet_name = 'flux1-dev.safetensors' is not installed" in message
-    assert "ae.safetensors" in message and "pulid_flux_v0.9.1.safetensors" in message
+    assert "models missing on this server for model 'flux-1-dev'" in response.json()["message"]
 
 
 def slow_prompt(graphs) -> dict:
@@ -372,7 +370,9 @@ def test_route_prompts_are_queued_as_the_servers_own_post_prompt_queues_them(api
     if jobs.status_code == 404:  # 0.3.64 has no jobs list; its panels read /history and /queue
         return
     listed = {job["id"]: job for job in jobs.json()["jobs"]}
-    assert set(listed[routed[1]]) == set(listed[own[1]])
+    # Fields that describe a job's outputs are left out when it shows none (the route's show nothing).
+    about_outputs = {"outputs_count", "previewable_outputs_count", "preview_output"}
+    assert set(listed[own[1]]) - about_outputs <= set(listed[routed[1]])
     assert listed[routed[1]]["create_time"]
 
 
