@@ -219,7 +219,10 @@ class EncodeFace(io.ComfyNode):
             skip_faceless, encoder_dtype=dtype, on_progress=lambda done, total: progress.update_absolute(done, total),
             check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
         preview = torch.from_numpy(np.stack(previews)).float() / 255.0
-        return io.NodeOutput(identity, preview, info, ui=ui.PreviewImage(preview, cls=cls) if show_preview else None)
+        shown = ui.PreviewText(info).as_dict()  # on the node through web/node_results.js
+        if show_preview:
+            shown.update(ui.PreviewImage(preview, cls=cls).as_dict())
+        return io.NodeOutput(identity, preview, info, ui=shown)
 
 
 class FaceSimilarity(io.ComfyNode):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import re
 import textwrap
 import uuid
 from pathlib import Path
@@ -24,6 +25,11 @@ from devkit.workflow_validation import (assert_valid, frontend_can_download, inp
                                        models_directory, models_entry_name, widget_slots)
 
 OUT = REPO / "workflows"
+TEMPLATE_INDEX = REPO / "web" / "workflow_templates.json"  # read by web/workflow_templates.js
+TEMPLATE_CATEGORY = "Face Migration (PuLID-FLUX)"
+# The template browser's order: the first image first, then the variations, then the hosted API.
+TEMPLATE_ORDER = ["flux1_dev_pulid", "flux1_schnell_pulid_4steps", "flux1_dev_pulid_two_people",
+                  "identity_round_trip", "remote_api_face_migration", "local_vs_remote"]
 PACK_ID = "comfyui-face-migration"
 CORE_VERSION = "0.3.64"
 PACK_VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
@@ -42,9 +48,14 @@ TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT
 GROUP_HEADER = 50  # group title (font 24) plus a margin above the first node's title bar
 GROUP_PAD = 20
 GAP = 30  # between a node and the next title bar: room for the frontend's source badge below a node
-GROUP_GAP = 40  # between two groups
-VIEW_SCALE = 0.8  # saved zoom: above LiteGraph's low-quality threshold (0.6), so text and Notes are drawn
+GROUP_GAP = 30  # between two groups
+# Saved zoom: the Notes' Markdown is 10 px in every tested frontend (1.27.10, 1.49.6, 1.58.1), 12 px on screen here.
+VIEW_SCALE = 1.2
 VIEW_MARGIN = 80  # newer frontends draw the canvas under their side and top bars: keep the Notes clear of them
+# Frontends 1.49 and later open a template fitted: scale = FIT_ZOOM * min(1920 / width, 1080 / height) of the
+# nodes' bounds on a 1920x1080 screen (LGraphCanvas fitToBounds). They draw text from a scale of 8 / 14 (their
+# 8 px minimum font over the 14 px node font): the layout aims above that (tests/test_workflows.py).
+FIT_ZOOM, FIT_SCREEN = 0.75, (1920, 1080)
 MUTED = 2  # LiteGraph mode "never": the node is not sent with the prompt
 
 
@@ -114,8 +125,8 @@ class Node:
 
 
 class Graph:
-    def __init__(self, schemas: dict, title: str):
-        self.schemas, self.title = schemas, title
+    def __init__(self, schemas: dict, title: str, name: str):
+        self.schemas, self.title, self.name = schemas, title, name
         self.nodes: list[Node] = []
         self.links: list[list] = []
         self.groups: list[dict] = []
@@ -154,7 +165,7 @@ class Graph:
         return x1 + GROUP_GAP + GROUP_PAD
 
     def view(self) -> dict:
-        """The saved view (extra.ds): legible zoom, the graph's top-left corner (Notes, Models) in sight."""
+        """The saved view (extra.ds): Notes legible, the graph's top-left corner (How to use) in sight."""
         left = min([n.pos[0] for n in self.nodes] + [g["bounding"][0] for g in self.groups])
         top = min([n.pos[1] - TITLE_HEIGHT for n in self.nodes] + [g["bounding"][1] for g in self.groups])
         return {"scale": VIEW_SCALE, "offset": [VIEW_MARGIN - left, VIEW_MARGIN - top]}
@@ -173,6 +184,12 @@ class Graph:
                 entries.append({"name": models_entry_name(model), "url": model.url,
                                 "directory": models_directory(model.folder)})
         return entries
+
+    def fitted_scale(self) -> float:
+        """The scale frontends 1.49+ open this graph at from their template browser (see FIT_ZOOM)."""
+        width = max(n.pos[0] + n.size[0] for n in self.nodes) - min(n.pos[0] for n in self.nodes)
+        height = max(n.pos[1] + n.size[1] for n in self.nodes) - min(n.pos[1] - TITLE_HEIGHT for n in self.nodes)
+        return FIT_ZOOM * min(FIT_SCREEN[0] / width, FIT_SCREEN[1] / height)
 
     def _order(self) -> dict[int, int]:
         """Execution order the frontend would store: a topological order of the links."""
@@ -231,6 +248,10 @@ class Column:
         node.size = [self.width, max(min_height or 0, node.size[1])]
         return self._stack(node)
 
+    def below(self) -> Column:
+        """A new column at the same x for a group below this one's nodes (room for its title bar)."""
+        return Column(self.g, self.x, self.width, self.y - GAP + GROUP_PAD + GROUP_GAP + GROUP_HEADER)
+
     def note(self, text: str, title: str, height: int) -> Node:
         return self._stack(self.g.note(text, (self.x, self.y + TITLE_HEIGHT), size=(self.width, height),
                                        title=title))
@@ -246,12 +267,29 @@ def columns(g: Graph, x: int, *widths: int) -> list[Column]:
 
 
 def model_note_lines(names: list[str]) -> str:
-    """Markdown lines naming each file, its folder, source and licence."""
-    lines = []
+    """Markdown lines naming each file (linked to its download) under its folder, in the order given."""
+    folders: dict[str, list[str]] = {}
     for name in names:
         model = BY_KEY.get(name) or model_by_filename(name)
-        lines.append(f"- [{model.filename}]({model.url}) → `{model.display_folder}/` ({model.licence})")
-    return "\n".join(lines)
+        folders.setdefault(model.display_folder, []).append(f"[{model.filename}]({model.url}) → "
+                                                            f"`{model.display_folder}/`")
+    return "\n".join(f"- {', '.join(files)}" for files in folders.values())
+
+
+def note_height(text: str, width: int) -> int:
+    """The height a MarkdownNote needs for `text` at `width` (10 px text, 15 px lines, larger headings), as the
+    frontends render it: link targets and markup are not shown. The browser test checks nothing is cut off."""
+    shown = re.sub(r"\]\([^)]*\)", "", text).replace("**", "").replace("`", "").replace("[", "")
+    per_line = (width - 30) / 5.4
+    lines = 0.0
+    for line in shown.splitlines():
+        if line.startswith("## "):
+            lines += 2.2
+        elif line.strip():
+            lines += max(1, -(-len(line) // per_line))
+        else:
+            lines += 0.6  # paragraph spacing
+    return int(50 + 15.5 * lines)
 
 
 PHOTO = "face_reference.png"
@@ -262,32 +300,40 @@ REMOTE_SEED = 42
 KEY_FILE = "ComfyUI/user/moark_api_key.txt"
 PROMPT = ("portrait photo of the person as an astronaut in a white space suit on the moon, earth in the sky, "
           "soft rim light, 85mm lens, highly detailed")
-LOADER_WIDTH = 480  # wide enough for "eva_file  EVA02_CLIP_L_336_psz14_s6B.pt" without truncation
-NOTE_WIDTH = 560
+LOADER_WIDTH = 400  # "landmark_file  none (fast: SCRFD landmarks)" without truncation
+NOTE_WIDTH = 400
+FACE_WIDTH = 320
+PROMPT_WIDTH = 360
+SAMPLING_WIDTH = 320
+OUTPUT_WIDTH = 460  # "filename_prefix  face_migration/flux1_schnell_pulid"
+PHOTO_HEIGHT = 300
 APPLY_NODE = "FaceMigration_ApplyPulidSimple"  # weight and start_step: the hosted API's two identity settings
 ADVANCED_APPLY_NODE = "FaceMigration_ApplyPulid"  # timing, end, uncond ID as well
 
 
 def models_note(g: Graph, column: Column, unet: str | None, face_files=FACE_FILES, extra="") -> Node:
-    """Every file the workflow loads, its folder, source and licence; how to check them."""
+    """Every file the workflow loads, its folder and source, the licences to know; the command that fetches them."""
     parts = ["## Model files",
-             "Put each file in the folder shown (inside your ComfyUI folder), then press **R** to refresh.",
-             "`python -m face_migration check-models` (in the pack's folder) says which ones are missing."]
-    if unet:
-        parts += ["", "**FLUX**", model_note_lines([unet] + FLUX_FILES)]
-    if face_files:
-        parts += ["", "**PuLID and the face pipeline**", model_note_lines(face_files)]
+             (f"`python -m face_migration download {g.name}` (in the pack's folder) fetches them into these folders "
+              "and checks each; `check-models` says which are missing. Then press **R** in the browser.")]
+    names = ([unet] + FLUX_FILES if unet else []) + list(face_files)
+    parts += ["", model_note_lines(names)]
+    licences = []
+    if unet == "flux1-dev.safetensors":
+        licences.append("FLUX.1-dev: FLUX.1 [dev] Non-Commercial License; gated: accept it on Hugging Face and set "
+                        "HF_TOKEN before `download`.")
     if "scrfd" in face_files:
-        parts += ["", "antelopev2 (scrfd_10g_bnkps.onnx, glintr100.onnx) is licensed for **non-commercial** "
-                      "research use only.",
-                  "The optional detection_Resnet50_Final.pth "
-                  f"([facexlib]({BY_KEY['retinaface_resnet50'].url}), `models/facexlib/`) is not needed here: "
-                  f"**Load Face Parsing (facexlib)** aligns with *{FAST_ALIGNMENT}*. Pick the file there for the "
-                  "official alignment."]
+        licences.append("antelopev2 (scrfd, glintr100): **non-commercial** research use only.")
+    if licences:
+        parts += [""] + licences
+    if "scrfd" in face_files:
+        parts += ["", (f"The optional detection_Resnet50_Final.pth ([facexlib]({BY_KEY['retinaface_resnet50'].url}), "
+                       f"`models/facexlib/`) gives the official alignment; here **Load Face Parsing (facexlib)** "
+                       f"uses *{FAST_ALIGNMENT}*.")]
     if extra:
         parts += ["", extra]
-    lines = sum(1 + len(p) // 70 for p in "\n".join(parts).splitlines())
-    return column.note("\n".join(parts), "Model files", 40 + 19 * lines)
+    text = "\n".join(parts)
+    return column.note(text, "Model files", note_height(text, column.width))
 
 
 def flux_loaders(column: Column, unet: str) -> tuple[Node, Node, Node]:
@@ -315,21 +361,19 @@ def face_loaders(column: Column) -> dict:
 
 
 def encode_face(g: Graph, column: Column, models: dict, photo: Node, title=None) -> Node:
-    """Encode Face (its preview of the aligned crop shows on the node) and its info text below it."""
-    encode = column.add("FaceMigration_EncodeFace", title=title, min_height=520)
+    """Encode Face: its preview of the aligned crop and its info text show on the node (web/node_results.js)."""
+    encode = column.add("FaceMigration_EncodeFace", title=title, min_height=460)
     g.link(photo.out(0), encode, "image")
     g.link(models["analysis"].out(0), encode, "face_analysis")
     g.link(models["eva"].out(0), encode, "eva_clip")
     g.link(models["parsing"].out(0), encode, "face_parsing")
     g.link(models["pulid"].out(0), encode, "pulid_model")
-    info = column.add("PreviewAny", title="Faces found" if title is None else f"{title}: faces found", min_height=140)
-    g.link(encode.out("info"), info, "source")
     return encode
 
 
 def face_similarity(g: Graph, column: Column, models: dict, reference: Node, generated, title=None) -> Node:
-    """Face Similarity; its report shows on the node itself."""
-    score = column.add("FaceMigration_FaceSimilarity", title=title, min_height=220)
+    """Face Similarity; its report shows on the node itself (web/node_results.js)."""
+    score = column.add("FaceMigration_FaceSimilarity", title=title, min_height=170)
     g.link(models["analysis"].out(0), score, "face_analysis")
     g.link(reference.out(0), score, "reference")
     g.link(generated, score, "images")
@@ -350,7 +394,7 @@ def apply_pulid(g: Graph, column: Column, model, pulid: Node, identity: Node, ma
 def prompt_nodes(g: Graph, column: Column, clip: Node, text: str, guidance: float | None, linked_text=None):
     """(positive, negative): the prompt (with FluxGuidance unless None: schnell has no guidance input) and
     a zeroed negative (cfg 1)."""
-    encode = column.add("CLIPTextEncode", title="Prompt", min_height=220, text=text)
+    encode = column.add("CLIPTextEncode", title="Prompt", min_height=150, text=text)
     g.link(clip.out(0), encode, "clip")
     if linked_text is not None:
         g.link(linked_text, encode, "text")
@@ -378,8 +422,8 @@ def sampler_nodes(g: Graph, column: Column, model, positive, negative, vae, widt
     return decode
 
 
-def save_image(g: Graph, column: Column, image, prefix: str, title=None) -> Node:
-    save = column.add("SaveImage", title=title, min_height=520, filename_prefix=prefix)
+def save_image(g: Graph, column: Column, image, prefix: str, title=None, min_height=380) -> Node:
+    save = column.add("SaveImage", title=title, min_height=min_height, filename_prefix=prefix)
     g.link(image, save, "images")
     return save
 
@@ -459,16 +503,20 @@ def nodes_of(*cols: Column) -> list[Node]:
     return [node for column in cols for node in column.nodes]
 
 
-def notes_column(g: Graph, unet: str | None, notes: list[tuple[str, str, int]], face_files=FACE_FILES,
-                 extra="") -> int:
-    """The Notes, left of every group: the model files (when the graph loads any), then `notes` as
-    (title, markdown, height). Returns the x where the first group starts."""
+def notes_column(g: Graph, unet: str | None, notes: list[tuple[str, str]], face_files=FACE_FILES,
+                 extra="") -> Column:
+    """The Notes, left of every group: `notes` as (title, markdown), the first (How to use) at the top of the
+    opening view, then the model files when the graph loads any. Returns the column, for a group below them."""
     column = Column(g, 0, NOTE_WIDTH)
+    for title, text in notes:
+        text = textwrap.dedent(text).strip()
+        column.note(text, title, note_height(text, NOTE_WIDTH))
     if unet or face_files:
         models_note(g, column, unet, face_files, extra)
-    for title, text, height in notes:
-        column.note(textwrap.dedent(text).strip(), title, height)
-    return NOTE_WIDTH + GROUP_GAP + 2 * GROUP_PAD
+    return column
+
+
+FIRST_GROUP_X = NOTE_WIDTH + GROUP_GAP + 2 * GROUP_PAD
 
 
 def model_group(g: Graph, x: int, unet: str) -> tuple[int, tuple[Node, Node, Node], dict]:
@@ -480,21 +528,22 @@ def model_group(g: Graph, x: int, unet: str) -> tuple[int, tuple[Node, Node, Nod
 
 def one_face_graph(g: Graph, unet_file: str, guidance: float | None, size: tuple[int, int], steps: int,
                    prefix: str, notes: list, **apply_widgets) -> dict:
-    """Photo -> Encode Face -> Apply -> KSampler -> Save, with Face Similarity; one group per stage."""
-    x = notes_column(g, unet_file, notes)
-    x, (unet, clip, vae), models = model_group(g, x, unet_file)
-    face = Column(g, x, 400)
-    photo = face.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    """Photo -> Encode Face -> Apply -> KSampler -> Save, with Face Similarity; one group per stage, Sampling
+    below Prompt."""
+    notes_column(g, unet_file, notes)
+    x, (unet, clip, vae), models = model_group(g, FIRST_GROUP_X, unet_file)
+    face = Column(g, x, FACE_WIDTH)
+    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT, image=PHOTO)
     identity = encode_face(g, face, models, photo)
     x = g.group("Face", face.nodes)
-    prompt = Column(g, x, 420)
+    prompt = Column(g, x, PROMPT_WIDTH)
     positive, negative = prompt_nodes(g, prompt, clip, PROMPT, guidance)
-    x = g.group("Prompt", prompt.nodes)
-    sampling = Column(g, x, 360)
+    g.group("Prompt", prompt.nodes)
+    sampling = prompt.below()
     apply = apply_pulid(g, sampling, unet.out(0), models["pulid"], identity, **apply_widgets)
     decode = sampler_nodes(g, sampling, apply.out(0), positive, negative, vae, *size, steps, 42)
     x = g.group("Sampling", sampling.nodes)
-    output = Column(g, x, 520)
+    output = Column(g, x, OUTPUT_WIDTH)
     save_image(g, output, decode.out(0), prefix)
     face_similarity(g, output, models, photo, decode.out(0))
     g.group("Output", output.nodes)
@@ -522,7 +571,7 @@ def build_dev(g: Graph) -> dict:
         FLUX.1-dev: 20 steps, guidance 3.5 (**FluxGuidance**), cfg 1. FLUX.1-dev is under the
         FLUX.1 [dev] Non-Commercial License."""
     return one_face_graph(g, "flux1-dev.safetensors", 3.5, (896, 1152), 20, "face_migration/flux1_dev_pulid",
-                          [("How to use", how, 420)], weight=1.0, start_step=0)
+                          [("How to use", how)], weight=1.0, start_step=0)
 
 
 SCHNELL_GUIDANCE = ("FLUX.1-schnell has no guidance input: the hosted API's guidance_scale (4) has no effect on "
@@ -530,7 +579,7 @@ SCHNELL_GUIDANCE = ("FLUX.1-schnell has no guidance input: the hosted API's guid
 
 
 @workflow("flux1_schnell_pulid_4steps", "FLUX.1-schnell + PuLID: 4 steps",
-          "the hosted API's defaults locally: 4 steps, id_weight 1, start step 0")
+          "the hosted API's defaults locally: 4 steps, identity weight 1, start step 0")
 def build_schnell(g: Graph) -> dict:
     about = f"""
         ## Same settings as the hosted API
@@ -543,7 +592,7 @@ def build_schnell(g: Graph) -> dict:
 
         FLUX.1-schnell is Apache-2.0."""
     return one_face_graph(g, "flux1-schnell.safetensors", None, (1024, 1024), 4,
-                          "face_migration/flux1_schnell_pulid", [("About", about, 400)], weight=1.0, start_step=0)
+                          "face_migration/flux1_schnell_pulid", [("About", about)], weight=1.0, start_step=0)
 
 
 @workflow("flux1_dev_pulid_two_people", "Two people, two faces",
@@ -560,43 +609,50 @@ def build_two_people(g: Graph) -> dict:
         For other layouts change x/y in **left half mask** and **right half mask**, or draw masks with Load
         Image (as Mask); keep them the size of the image (**EmptySD3LatentImage**). FLUX.1-dev is under the FLUX.1 [dev]
         Non-Commercial License."""
-    x = notes_column(g, "flux1-dev.safetensors", [("How to use", how, 420)])
-    x, (unet, clip, vae), models = model_group(g, x, "flux1-dev.safetensors")
-    width, height = 1024, 768
-    left, right, mask_column = columns(g, x, 400, 400, 360)
-    ids, photos = [], []
-    for column, side in ((left, "Left"), (right, "Right")):
-        photo = column.add("LoadImage", title=f"{side} person", min_height=420, image=f"person_{side.lower()}.png")
-        ids.append(encode_face(g, column, models, photo, title=f"Encode {side.lower()} face"))
-        photos.append(photo)
-    masks = []
-    for side, x_offset in (("left", 0), ("right", width // 2)):
-        canvas = mask_column.add("SolidMask", title=f"{side}: empty canvas", value=0.0, width=width, height=height)
-        half = mask_column.add("SolidMask", title=f"{side}: half", value=1.0, width=width // 2, height=height)
-        mask = mask_column.add("MaskComposite", title=f"{side} half mask", x=x_offset, y=0, operation="add")
-        g.link(canvas.out(0), mask, "destination")
-        g.link(half.out(0), mask, "source")
-        masks.append(mask)
-    x = g.group("Face", nodes_of(left, right, mask_column))
-    prompt = Column(g, x, 420)
+    notes = notes_column(g, "flux1-dev.safetensors", [("How to use", how)])
+    face_models = notes.below()  # the Notes column has room below; the graph is too wide for a Models column
+    models = face_pipeline_loaders(face_models)
+    g.group("Models: face", face_models.nodes)
+    flux = Column(g, FIRST_GROUP_X, LOADER_WIDTH)
+    unet, clip, vae = flux_loaders(flux, "flux1-dev.safetensors")
+    models["pulid"] = flux.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
+    x = g.group("Models: FLUX and PuLID", flux.nodes)
+    prompt = flux.below()
     text = ("two friends standing side by side in a sunny park, a woman on the left and a man on the right, "
             "both smiling at the camera, candid photo, natural light")
     positive, negative = prompt_nodes(g, prompt, clip, text, 3.5)
-    x = g.group("Prompt", prompt.nodes)
-    sampling = Column(g, x, 360)
+    g.group("Prompt", prompt.nodes)
+    width, height = 1024, 768
+    left, right = columns(g, x, FACE_WIDTH - 20, FACE_WIDTH - 20)
+    ids, photos = [], []
+    for column, side in ((left, "Left"), (right, "Right")):
+        photo = column.add("LoadImage", title=f"{side} person", min_height=PHOTO_HEIGHT - 20,
+                           image=f"person_{side.lower()}.png")
+        ids.append(encode_face(g, column, models, photo, title=f"Encode {side.lower()} face"))
+        photos.append(photo)
+    # One empty canvas and one white half serve both masks; each composite puts the half on its side.
+    canvas = left.add("SolidMask", title="empty canvas", value=0.0, width=width, height=height)
+    half = right.add("SolidMask", title="white half", value=1.0, width=width // 2, height=height)
+    masks = []
+    for column, side, x_offset in ((left, "left", 0), (right, "right", width // 2)):
+        mask = column.add("MaskComposite", title=f"{side} half mask", x=x_offset, y=0, operation="add")
+        g.link(canvas.out(0), mask, "destination")
+        g.link(half.out(0), mask, "source")
+        masks.append(mask)
+    x = g.group("Face", nodes_of(left, right))
+    sampling = Column(g, x, SAMPLING_WIDTH)
     first = apply_pulid(g, sampling, unet.out(0), models["pulid"], ids[0], mask=masks[0].out(0),
                         title="Apply left face", kind=ADVANCED_APPLY_NODE)
     second = apply_pulid(g, sampling, first.out(0), models["pulid"], ids[1], mask=masks[1].out(0),
                          title="Apply right face", kind=ADVANCED_APPLY_NODE)
     decode = sampler_nodes(g, sampling, second.out(0), positive, negative, vae, width, height, 20, 7)
     x = g.group("Sampling", sampling.nodes)
-    output = Column(g, x, 520)
+    output = Column(g, x, 400)  # "filename_prefix  face_migration/two_people"
     save_image(g, output, decode.out(0), "face_migration/two_people")
     for side, photo in zip(("Left", "Right"), photos):
         face_similarity(g, output, models, photo, decode.out(0), title=f"{side} face similarity")
     g.group("Output", output.nodes)
     return g.to_json()
-
 
 API_KEY_NOTE = f"""
     ## API key
@@ -625,9 +681,9 @@ def build_remote(g: Graph) -> dict:
         ## How to use
         Load a photo of one face in **Reference photo**, write the prompt in **Face Migration (MoArk API)**
         and queue. The result is saved by **Save Image**."""
-    x = notes_column(g, None, [("Set up the API key", API_KEY_NOTE, 330), ("How to use", how, 160)], face_files=[])
-    face = Column(g, x, 400)
-    photo = face.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    notes_column(g, None, [("How to use", how), ("Set up the API key", API_KEY_NOTE)], face_files=[])
+    face = Column(g, FIRST_GROUP_X, FACE_WIDTH)
+    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT, image=PHOTO)
     x = g.group("Face", face.nodes)
     sampling = Column(g, x, 420)
     remote = remote_node(g, sampling, photo)
@@ -653,23 +709,23 @@ def build_side_by_side(g: Graph) -> dict:
         same noise. Compare likeness (the two scores) and prompt following, not pixels.
 
         {SCHNELL_GUIDANCE}"""
-    x = notes_column(g, "flux1-schnell.safetensors", [("About the comparison", about, 440),
-                                                      ("Set up the API key", API_KEY_NOTE, 330)])
-    x, (unet, clip, vae), models = model_group(g, x, "flux1-schnell.safetensors")
-    face = Column(g, x, 400)
-    photo = face.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    notes_column(g, "flux1-schnell.safetensors", [("About the comparison", about),
+                                                  ("Set up the API key", API_KEY_NOTE)])
+    x, (unet, clip, vae), models = model_group(g, FIRST_GROUP_X, "flux1-schnell.safetensors")
+    face = Column(g, x, FACE_WIDTH)
+    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT, image=PHOTO)
     identity = encode_face(g, face, models, photo)
     x = g.group("Face", face.nodes)
-    prompt = Column(g, x, 420)
-    text = prompt.add("PrimitiveStringMultiline", title="Prompt (shared)", min_height=220, value=PROMPT)
+    prompt = Column(g, x, PROMPT_WIDTH)
+    text = prompt.add("PrimitiveStringMultiline", title="Prompt (shared)", min_height=160, value=PROMPT)
     positive, negative = prompt_nodes(g, prompt, clip, PROMPT, None, linked_text=text.out(0))
     x = g.group("Prompt", prompt.nodes)
-    local, hosted = columns(g, x, 360, 420)
+    local, hosted = columns(g, x, SAMPLING_WIDTH, 400)
     apply = apply_pulid(g, local, unet.out(0), models["pulid"], identity, weight=1.0, start_step=0)
     decode = sampler_nodes(g, local, apply.out(0), positive, negative, vae, 1024, 1024, 4, REMOTE_SEED)
     remote = remote_node(g, hosted, photo, prompt_from=text.out(0))
     x = g.group("Sampling", nodes_of(local, hosted))
-    images, scores = columns(g, x, 520, 400)
+    images, scores = columns(g, x, OUTPUT_WIDTH, FACE_WIDTH)
     save_image(g, images, decode.out(0), "face_migration/local", title="Local image")
     stitch = images.add("ImageStitch", title="Local | Remote", direction="right", match_image_size=True,
                         spacing_width=16, spacing_color="white")
@@ -702,38 +758,47 @@ def build_identity(g: Graph) -> dict:
 
         Share the .safetensors file to share the identity without the photo. `python -m face_migration
         identity info FILE` shows what a file holds."""
-    x = notes_column(g, "flux1-dev.safetensors", [("How to use", how, 520)])
-    loaders = Column(g, x, LOADER_WIDTH)
+    notes = notes_column(g, "flux1-dev.safetensors", [("How to use", how)])
+    loaders = Column(g, FIRST_GROUP_X, LOADER_WIDTH)
     unet, clip, vae = flux_loaders(loaders, "flux1-dev.safetensors")
     pulid = loaders.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
     x = g.group("Models", loaders.nodes)
+    prompt = loaders.below()
+    positive, negative = prompt_nodes(g, prompt, clip, PROMPT, 3.5)
+    g.group("Prompt", prompt.nodes)
+    load_part = notes.below()  # step 2's start, under the Notes that explain it
+    loaded = load_part.add("FaceMigration_LoadIdentity", min_height=200,
+                           identity_file=f"{IDENTITY_NAME}.safetensors")
+    g.link(pulid.out(0), loaded, "pulid_model")
+    g.group("Face: load the saved identity", load_part.nodes)
     # The face loaders sit with Encode Face, so muting that group leaves no face model in the prompt.
-    face_models, encode_part = columns(g, x, LOADER_WIDTH, 400)
+    face_models, encode_part = columns(g, x, LOADER_WIDTH, FACE_WIDTH)
     models = {"pulid": pulid, **face_pipeline_loaders(face_models)}
-    photo = encode_part.add("LoadImage", title="Reference photo", min_height=420, image=PHOTO)
+    photo = encode_part.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT, image=PHOTO)
     encoded = encode_face(g, encode_part, models, photo)
-    save = encode_part.add("FaceMigration_SaveIdentity", name=IDENTITY_NAME)
+    save = encode_part.add("FaceMigration_SaveIdentity", min_height=200, name=IDENTITY_NAME)
     g.link(encoded.out(0), save, "pulid_id")
     g.link(encoded.out("preview"), save, "preview")
     x = g.group("Face: encode once and save", nodes_of(face_models, encode_part))
-    load_part = Column(g, x, 400)
-    loaded = load_part.add("FaceMigration_LoadIdentity", min_height=260,
-                           identity_file=f"{IDENTITY_NAME}.safetensors")
-    g.link(models["pulid"].out(0), loaded, "pulid_model")
-    x = g.group("Face: load the saved identity", load_part.nodes)
-    prompt = Column(g, x, 420)
-    positive, negative = prompt_nodes(g, prompt, clip, PROMPT, 3.5)
-    x = g.group("Prompt", prompt.nodes)
-    sampling = Column(g, x, 360)
+    sampling = Column(g, x, OUTPUT_WIDTH)  # "filename_prefix  face_migration/from_identity_file" below
     apply = apply_pulid(g, sampling, unet.out(0), models["pulid"], loaded, weight=1.0, start_step=0)
     decode = sampler_nodes(g, sampling, apply.out(0), positive, negative, vae, 896, 1152, 20, 42)
-    x = g.group("Sampling", sampling.nodes)
-    output = Column(g, x, 520)
-    save_image(g, output, decode.out(0), "face_migration/from_identity_file")
+    g.group("Sampling", sampling.nodes)
+    output = sampling.below()
+    save_image(g, output, decode.out(0), "face_migration/from_identity_file", min_height=300)
     g.group("Output", output.nodes)
     for node in nodes_of(load_part, prompt, sampling, output):
         node.mode = MUTED  # step 2 of the Note: needs the file step 1 writes
     return g.to_json()
+
+
+def write_template_index() -> None:
+    """Titles and descriptions for the template browser, in TEMPLATE_ORDER. The frontends turn '-' and '_' in
+    a description into spaces, so a hyphen there is written as U+2011 (non-breaking hyphen)."""
+    templates = [{"name": name, "title": WORKFLOWS[name][1], "description": WORKFLOWS[name][2].replace("-", "\u2011")}
+                 for name in TEMPLATE_ORDER]
+    data = {"title": TEMPLATE_CATEGORY, "templates": templates}
+    TEMPLATE_INDEX.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def main() -> int:
@@ -745,13 +810,15 @@ def main() -> int:
     for name, (build, title, subtitle) in WORKFLOWS.items():
         if args.only and name not in args.only:
             continue
-        graph = Graph(schemas, title)
+        graph = Graph(schemas, title, name)
         data = build(graph)
         for version in TESTED_COMFYUI:
             assert_valid(data, load_schemas(version), f"{name} on ComfyUI {version}")
         (OUT / f"{name}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         draw_thumbnail(data, title, subtitle, OUT / f"{name}.jpg")
-        print(f"wrote workflows/{name}.json and .jpg ({len(data['nodes'])} nodes, {len(data['links'])} links)")
+        print(f"wrote workflows/{name}.json and .jpg ({len(data['nodes'])} nodes, {len(data['links'])} links, "
+              f"fitted template view at {graph.fitted_scale():.2f})")
+    write_template_index()
     return 0
 
 

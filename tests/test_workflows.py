@@ -329,8 +329,11 @@ TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a
 GROUP_TITLE_HEIGHT = 34  # a group's title bar (font 24)
 GROUPS = ("Models", "Face", "Prompt", "Sampling", "Output")
 FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
-# Readable zoom: LiteGraph stops drawing text below 0.6; the check uses a laptop-sized canvas.
-MIN_SCALE, VIEWPORT = 0.75, (1600, 900)
+# The opening view on a laptop-sized canvas; Notes' Markdown font and the size it must reach on screen.
+VIEWPORT, NOTE_FONT_PX, NOTE_MIN_PX = (1600, 900), 10, 12
+# The template browser's fit (LGraphCanvas.fitToBounds) and the scale text is drawn from (8 px / 14 px).
+FIT_ZOOM, FIT_SCREEN, TEXT_MIN_SCALE = 0.75, (1920, 1080), 8 / 14
+TOO_LARGE_TO_FIT = {"local_vs_remote"}
 # Label + value of a combo widget at the frontend's 12 px font, plus arrows and margins (LiteGraph BaseWidget).
 CHAR_WIDTH, WIDGET_CHROME = 7.5, 90
 
@@ -395,17 +398,33 @@ def test_every_node_sits_inside_one_named_group(path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_saved_view_is_legible_and_shows_notes_and_models(path):
+def test_saved_view_shows_how_to_use_legibly(path):
+    """The Notes' Markdown is 10 px in the tested frontends: the saved zoom draws it at NOTE_MIN_PX; the first
+    Note (How to use, or About) opens in sight. The browser test measures both."""
     workflow = json.loads(path.read_text())
     view = workflow["extra"]["ds"]
     scale, (dx, dy) = view["scale"], view["offset"]
-    assert scale >= MIN_SCALE
+    assert scale * NOTE_FONT_PX >= NOTE_MIN_PX
     shown = (-dx, -dy, -dx + VIEWPORT[0] / scale, -dy + VIEWPORT[1] / scale)  # graph area on screen
-    first_note = next(n for n in workflow["nodes"] if is_note(n))
-    x0, y0, x1, _ = rect(first_note)
+    notes = [n for n in workflow["nodes"] if is_note(n)]
+    first = min(notes, key=lambda n: (n["pos"][0], n["pos"][1]))
+    assert first["title"] in ("How to use", "About", "About the comparison"), first["title"]
+    x0, y0, x1, _ = rect(first)
     assert inside((x0, y0, x1, y0 + 200), shown), "the first Note is not in the opening view"
-    first_group = group_rects(workflow)[workflow["groups"][0]["title"]][0]
-    assert inside((first_group[0], first_group[1], first_group[2], first_group[1] + 300), shown)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_fitted_template_view_draws_text(path):
+    """Frontends 1.49 and later open a template fitted to the screen (scale = 0.75 x min(1920 / width,
+    1080 / height) of the nodes' bounds); they draw titles and widget text only from 8 / 14 up."""
+    if path.stem in TOO_LARGE_TO_FIT:
+        pytest.xfail(f"{path.stem}: 25 nodes and three Notes do not fit at a text-drawing scale")
+    nodes = json.loads(path.read_text())["nodes"]
+    rects = [rect(n) for n in nodes]
+    width = max(r[2] for r in rects) - min(r[0] for r in rects)
+    height = max(r[3] for r in rects) - min(r[1] for r in rects)
+    scale = FIT_ZOOM * min(FIT_SCREEN[0] / width, FIT_SCREEN[1] / height)
+    assert scale >= TEXT_MIN_SCALE + 0.01, f"fitted at {scale:.3f}"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -421,7 +440,8 @@ def test_combo_values_fit_their_nodes(path, schemas):
 
 
 # Pack outputs that the node already shows on itself (ui previews): another Preview node would repeat them.
-SHOWN_ON_NODE = {("FaceMigration_EncodeFace", "preview"), ("FaceMigration_FaceSimilarity", "report")}
+SHOWN_ON_NODE = {("FaceMigration_EncodeFace", "preview"), ("FaceMigration_EncodeFace", "info"),
+                 ("FaceMigration_FaceSimilarity", "report")}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
