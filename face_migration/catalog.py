@@ -37,7 +37,9 @@ class ModelFile:
         return os.path.join("models", self.folder, self.subdirs[0]).rstrip("/\\")
 
     def download_hint(self) -> str:
-        return f"Download {self.filename} from {self.url} into ComfyUI/{self.display_folder}/ ."
+        return (f"Download {self.filename} from {self.url} into ComfyUI/{self.display_folder}/ , or fetch and "
+                f"verify every missing file with `python -m face_migration download --missing` in the pack's "
+                f"folder.")
 
     @property
     def source_url(self) -> str:

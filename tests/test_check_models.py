@@ -344,3 +344,11 @@ def test_every_found_file_with_a_published_hash_is_hashed_with_verify(comfy, mon
     needs = check_models.workflow_needs(catalogue=SMALL).values()
     checked = {m.filename for m in MODEL_FILES} | {m.filename for files in needs for m in files}
     assert sorted(os.path.basename(p) for p in hashed) == sorted(checked)
+
+
+def test_a_missing_files_message_names_the_download_command():
+    """What a loader's validation error and a node's missing-file error say (issue: the frontends' Missing
+    Models panel cannot download every file, so the node's error must say how to get it)."""
+    for model in catalog.MODEL_FILES:
+        hint = model.download_hint()
+        assert model.url in hint and "python -m face_migration download --missing" in hint
