@@ -112,3 +112,6 @@ NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
 from .injection_probes import NODE_CLASS_MAPPINGS as _INJECTION_PROBES  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_INJECTION_PROBES)
+from .sampling_probes import NODE_CLASS_MAPPINGS as _SAMPLING_PROBES  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_SAMPLING_PROBES)
