@@ -5,11 +5,11 @@ Each HTTP request runs in a worker thread while the caller's thread waits in sho
 show the wait.
 
 Every request is paid, so one is sent again only when the server cannot have started the work: no
-connection was made (refused, connect timeout, name not found), or the answer was 408, 429, 502, 503
-or 504 (unless its JSON says "retryable": false, as the self-hosted route's permanent 503s do). Tries
-are spaced by exponential backoff with jitter, at least the server's Retry-After, and bounded in number
-and in total time. A read timeout or a broken answer after the request went out is
-sent again only with `RetryPolicy(retry_timeouts=True)`. An error of a call that may have been billed
+connection was made (refused, connect timeout, name not found), or the answer was 408, 429 or 503
+(unless its JSON says "retryable": false, as the self-hosted route's permanent 503s do). Tries are spaced
+by exponential backoff with jitter, at least the server's Retry-After, and bounded in number and in total
+time. A read timeout, a broken answer after the request went out, or a gateway's 502 or 504 (the server
+behind it may have started) is sent again only with `RetryPolicy(retry_timeouts=True)`. An error of a call that may have been billed
 says so (and has `maybe_billed`). Errors never carry the key: server text is redacted and exceptions
 are raised without chaining."""
 from __future__ import annotations
@@ -48,8 +48,12 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 CONNECT_TIMEOUT = 15.0
 QUOTE_LIMIT = 300  # characters of server text in a message
 QUOTE_SCAN = 4096  # characters of server text read for it (redacting megabytes would take seconds)
-# The server or a gateway did not take the request on: safe to send again.
-RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+# The server did not take the request on: safe to send again.
+RETRY_STATUSES = frozenset({408, 429, 503})
+# A gateway's answer (bad gateway, gateway timeout): the server behind it may have received the request and
+# started the work (a proxy in front of several servers answers 502 when one stops mid-request), so like a read
+# timeout it is sent again only with retry_timeouts.
+GATEWAY_STATUSES = frozenset({502, 504})
 # Refusals of the request itself (key, payment, access, route, upload size): nothing ran, nothing billed.
 REFUSED_STATUSES = frozenset({401, 402, 403, 404, 413})
 BILLED_NOTE = ("The server may have started the work, so the request may have been billed; check the usage "
@@ -354,6 +358,11 @@ class FaceMigrationClient:
         if status in RETRY_STATUSES and _says_not_retryable(response.body):
             return ServerError(f"The server cannot serve this request ({said}) and says that sending it again "
                                f"will not help until its operator fixes the server.", retryable=False, **common)
+        if status in GATEWAY_STATUSES:
+            hint = "" if self.retry.retry_timeouts else f" {RETRY_TIMEOUTS_HINT}"
+            return ServerError(f"A gateway in front of the face-migration service failed ({said}); the service "
+                               f"behind it may have started the work.{hint}", retryable=self.retry.retry_timeouts,
+                               maybe_billed=True, **common)
         if status == 408 or status >= 500:
             return ServerError(f"The face-migration service failed ({said}). It may be overloaded or down; "
                                f"try again later.", retryable=status in RETRY_STATUSES, **common)

@@ -192,14 +192,32 @@ def test_retry_after_as_an_http_date(key, fake):
     assert 1.0 < sum(sleeps) <= 3.0
 
 
-def test_502_503_504_are_retried_with_growing_jittered_backoff(key, fake):
-    fake.queue(Reply.json({"message": "boom"}, status=503), Reply(504, b""), Reply(502, b"<html>bad gateway</html>"))
+def test_503s_are_retried_with_growing_jittered_backoff(key, fake):
+    fake.queue(*[Reply.json({"message": "boom"}, status=503)] * 3)
     sleeps = Sleeps()
     retry = RetryPolicy(max_attempts=4, base_delay=0.2, max_total_time=30)
     images = make_client(key, fake, sleeps, retry=retry).generate(face(), PARAMS)
     assert len(images) == 1 and len(fake.requests) == 4
     total = sum(sleeps)
     assert 0.1 + 0.2 + 0.4 <= total + 1e-9 <= 0.2 + 0.4 + 0.8  # each delay in [ceiling/2, ceiling]
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_502_or_504_is_sent_once_and_may_be_billed(key, fake, status):
+    """nginx in front of two self-hosted servers answers 502 when one stops mid-request
+    (tests/integration/test_scaleout.py): the work may have started, so a second try could bill twice."""
+    fake.queue(Reply(status, b"<html>bad gateway</html>"), Reply.image_b64(gradient_image()))
+    with pytest.raises(ServerError) as caught:
+        make_client(key, fake).generate(face(), PARAMS)
+    assert len(fake.requests) == 1 and caught.value.maybe_billed and not caught.value.retryable
+    assert "retry_timeouts" in str(caught.value) or "--retry-timeouts" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_502_or_504_is_sent_again_when_the_user_allows_it(key, fake, status):
+    fake.queue(Reply(status, b""), Reply.image_b64(gradient_image()))
+    client = make_client(key, fake, retry=RetryPolicy(retry_timeouts=True))
+    assert len(client.generate(face(), PARAMS)) == 1 and len(fake.requests) == 2
 
 
 def test_503s_until_the_tries_run_out_were_never_billed(key, fake, caplog):
