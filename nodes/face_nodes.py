@@ -159,6 +159,14 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
 
 
+def release(patchers: list, device: torch.device) -> None:
+    """Unload these models from the compute device now: the identity is all sampling needs, and ComfyUI would
+    otherwise keep them there until a later load runs short of memory. Their CPU weights stay for the next
+    encode."""
+    keep = [m for m in comfy.model_management.current_loaded_models if not any(m.model is p for p in patchers)]
+    comfy.model_management.free_memory(1e30, device, keep_loaded=keep)
+
+
 class EncodeFace(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -208,16 +216,21 @@ class EncodeFace(io.ComfyNode):
                 combine, skip_faceless, show_preview=True):
         device = comfy.model_management.get_torch_device()
         dtype = compute_dtype(device)
-        comfy.model_management.load_models_gpu([eva_clip.patcher, face_parsing.patcher, pulid_model.encoder_patcher])
+        patchers = [eva_clip.patcher, face_parsing.patcher, pulid_model.encoder_patcher]
+        comfy.model_management.load_models_gpu(patchers)
         nets = face_parsing.module
         models = FaceModels(face_analysis.detector, face_analysis.recognizer, eva_clip.module, nets["parser"],
                             nets["landmarker"] if "landmarker" in nets else None, device, dtype)
         photos = photos_from_batch(image, "Encode Face", "image")
         progress = comfy.utils.ProgressBar(len(photos))
-        identity, previews, info = encode_identity(
-            models, pulid_model.model, pulid_model.fingerprint, photos, face_order, face_index, combine,
-            skip_faceless, encoder_dtype=dtype, on_progress=lambda done, total: progress.update_absolute(done, total),
-            check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
+        try:
+            identity, previews, info = encode_identity(
+                models, pulid_model.model, pulid_model.fingerprint, photos, face_order, face_index, combine,
+                skip_faceless, encoder_dtype=dtype,
+                on_progress=lambda done, total: progress.update_absolute(done, total),
+                check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
+        finally:
+            release(patchers, device)
         preview = torch.from_numpy(np.stack(previews)).float() / 255.0
         shown = ui.PreviewText(info).as_dict()  # on the node through web/node_results.js
         if show_preview:

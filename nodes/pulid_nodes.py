@@ -98,12 +98,14 @@ def check_flux_model(diffusion_model, handle: PulidModelHandle) -> tuple[int, in
 
 def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing: str, start_step: int,
                 end_step: int, start_percent: float, end_percent: float, uncond_id: str, mask=None):
-    """A clone of `model` with the identity injected; `model` itself is left untouched."""
+    """A clone of `model` with the identity injected (`model` itself at weight 0); `model` is left untouched."""
     doubles, singles = check_flux_model(model.get_model_object("diffusion_model"), handle)
     identity.check_against(handle.model, handle.fingerprint)
     # Percents become sigmas when sampling starts, with the model sampling the sampler uses (as ControlNet's).
     gate = PercentRange(start_percent, end_percent) if timing == "percent" else StepRange(start_step, end_step)
     injection = Injection(handle.model, identity, weight, gate, UncondMode(uncond_id), mask)  # checks weight, mask
+    if injection.weight == 0:  # no patch: nothing is loaded with FLUX for it and sampling is the plain model's
+        return model
 
     patched = model.clone()
     existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})

@@ -41,15 +41,19 @@ class LoggingWrapper:
 
 
 class FaceMigrationTest_LoadedModels:
+    """Adds LoggingWrapper to the model; with unload_first, first unloads every model (earlier prompts' leftovers
+    are not counted)."""
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)}}
+        return {"required": {"model": ("MODEL",), "unload_first": ("BOOLEAN", {"default": False})}}
 
-    def patch(self, model):
+    def patch(self, model, unload_first):
+        if unload_first:
+            comfy.model_management.unload_all_models()
         patched = model.clone()
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "face_migration_test_loaded",
                                      LoggingWrapper())
