@@ -60,7 +60,7 @@ MUTED = 2  # LiteGraph mode "never": the node is not sent with the prompt
 
 
 class Node:
-    def __init__(self, graph: Graph, node_id: int, kind: str, pos, title=None, widgets=None, size=None):
+    def __init__(self, graph: Graph, node_id: int, kind: str, pos, title=None, widgets=None, size=None, linked=()):
         self.graph, self.id, self.type, self.pos = graph, node_id, kind, list(pos)
         self.title, self.mode = title, 0
         if kind in ("Note", "MarkdownNote"):
@@ -95,9 +95,12 @@ class Node:
         # control_after_generate included), a multiline text box of about 100; a smaller saved size is grown
         # on load, over the node below. The browser test checks the saved size is at least that.
         n_widgets = sum(1 for s in widget_slots(self.schema) if s.role != "upload")
-        multiline = sum(1 for s in input_specs(self.schema) if s.is_widget and s.config.get("multiline"))
-        rows = max(len(self.inputs), len(self.outputs), 1)
-        self.size = list(size or (360, 14 + 20 * rows + 24 * n_widgets + 100 * multiline))
+        # A multiline widget fed by a link (`linked`) is a socket row, its text box gone; frontend 1.27 still
+        # counts about 20 px more for it (measured: CLIPTextEncode 88, Face Migration (MoArk API) 396).
+        multiline = sum(1 for s in input_specs(self.schema)
+                        if s.is_widget and s.config.get("multiline") and s.name not in linked)
+        rows = max(len(self.inputs) + len(linked), len(self.outputs), 1)
+        self.size = list(size or (360, 14 + 20 * rows + 24 * n_widgets + 100 * multiline + 20 * len(linked)))
 
     def out(self, name_or_index) -> tuple[Node, int]:
         if isinstance(name_or_index, int):
@@ -131,8 +134,8 @@ class Graph:
         self.links: list[list] = []
         self.groups: list[dict] = []
 
-    def add(self, kind: str, pos, title=None, size=None, **widgets) -> Node:
-        node = Node(self, len(self.nodes) + 1, kind, pos, title, widgets, size)
+    def add(self, kind: str, pos, title=None, size=None, linked=(), **widgets) -> Node:
+        node = Node(self, len(self.nodes) + 1, kind, pos, title, widgets, size, linked)
         self.nodes.append(node)
         return node
 
@@ -243,8 +246,8 @@ class Column:
         self.nodes.append(node)
         return node
 
-    def add(self, kind: str, title=None, min_height=None, **widgets) -> Node:
-        node = self.g.add(kind, (self.x, self.y + TITLE_HEIGHT), title, **widgets)
+    def add(self, kind: str, title=None, min_height=None, linked=(), **widgets) -> Node:
+        node = self.g.add(kind, (self.x, self.y + TITLE_HEIGHT), title, linked=linked, **widgets)
         node.size = [self.width, max(min_height or 0, node.size[1])]
         return self._stack(node)
 
@@ -360,9 +363,9 @@ def face_loaders(column: Column) -> dict:
     return {"pulid": pulid, **face_pipeline_loaders(column)}
 
 
-def encode_face(g: Graph, column: Column, models: dict, photo: Node, title=None) -> Node:
+def encode_face(g: Graph, column: Column, models: dict, photo: Node, title=None, min_height=460) -> Node:
     """Encode Face: its preview of the aligned crop and its info text show on the node (web/node_results.js)."""
-    encode = column.add("FaceMigration_EncodeFace", title=title, min_height=460)
+    encode = column.add("FaceMigration_EncodeFace", title=title, min_height=min_height)
     g.link(photo.out(0), encode, "image")
     g.link(models["analysis"].out(0), encode, "face_analysis")
     g.link(models["eva"].out(0), encode, "eva_clip")
@@ -394,7 +397,8 @@ def apply_pulid(g: Graph, column: Column, model, pulid: Node, identity: Node, ma
 def prompt_nodes(g: Graph, column: Column, clip: Node, text: str, guidance: float | None, linked_text=None):
     """(positive, negative): the prompt (with FluxGuidance unless None: schnell has no guidance input) and
     a zeroed negative (cfg 1)."""
-    encode = column.add("CLIPTextEncode", title="Prompt", min_height=150, text=text)
+    encode = column.add("CLIPTextEncode", title="Prompt", min_height=None if linked_text else 150, text=text,
+                        linked=("text",) if linked_text else ())
     g.link(clip.out(0), encode, "clip")
     if linked_text is not None:
         g.link(linked_text, encode, "text")
@@ -666,7 +670,8 @@ API_KEY_NOTE = f"""
 def remote_node(g: Graph, column: Column, photo: Node, prompt_from=None) -> Node:
     """The API node with the hosted API's defaults, a fixed seed and the shared prompt (typed or linked).
     The photo's MASK goes along: IMAGE has no alpha, and the node lays transparent pixels over white."""
-    node = column.add("FaceMigration_MoArkFaceMigration", prompt=PROMPT, seed=REMOTE_SEED)
+    node = column.add("FaceMigration_MoArkFaceMigration", prompt=PROMPT, seed=REMOTE_SEED,
+                      linked=("prompt",) if prompt_from is not None else ())
     g.link(photo.out("IMAGE"), node, "image")
     g.link(photo.out("MASK"), node, "mask")
     if prompt_from is not None:
@@ -709,32 +714,42 @@ def build_side_by_side(g: Graph) -> dict:
         same noise. Compare likeness (the two scores) and prompt following, not pixels.
 
         {SCHNELL_GUIDANCE}"""
-    notes_column(g, "flux1-schnell.safetensors", [("About the comparison", about),
-                                                  ("Set up the API key", API_KEY_NOTE)])
-    x, (unet, clip, vae), models = model_group(g, FIRST_GROUP_X, "flux1-schnell.safetensors")
+    # Four columns of Notes and models, then Face over Prompt, Sampling (local over hosted), Output: the widest
+    # graph still fits the template browser's fitted view at a scale that draws text.
+    notes = notes_column(g, None, [("About the comparison", about), ("Set up the API key", API_KEY_NOTE)],
+                         face_files=[])
+    face_models = notes.below()
+    models = face_pipeline_loaders(face_models)
+    g.group("Models: face", face_models.nodes)
+    files = Column(g, FIRST_GROUP_X, LOADER_WIDTH)
+    models_note(g, files, "flux1-schnell.safetensors")
+    flux = files.below()
+    unet, clip, vae = flux_loaders(flux, "flux1-schnell.safetensors")
+    models["pulid"] = flux.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
+    x = g.group("Models: FLUX and PuLID", flux.nodes)
     face = Column(g, x, FACE_WIDTH)
-    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT, image=PHOTO)
-    identity = encode_face(g, face, models, photo)
-    x = g.group("Face", face.nodes)
-    prompt = Column(g, x, PROMPT_WIDTH)
-    text = prompt.add("PrimitiveStringMultiline", title="Prompt (shared)", min_height=160, value=PROMPT)
+    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT - 40, image=PHOTO)
+    identity = encode_face(g, face, models, photo, min_height=420)
+    g.group("Face", face.nodes)
+    prompt = face.below()
+    text = prompt.add("PrimitiveStringMultiline", title="Prompt (shared)", min_height=140, value=PROMPT)
     positive, negative = prompt_nodes(g, prompt, clip, PROMPT, None, linked_text=text.out(0))
     x = g.group("Prompt", prompt.nodes)
-    local, hosted = columns(g, x, SAMPLING_WIDTH, 400)
-    apply = apply_pulid(g, local, unet.out(0), models["pulid"], identity, weight=1.0, start_step=0)
-    decode = sampler_nodes(g, local, apply.out(0), positive, negative, vae, 1024, 1024, 4, REMOTE_SEED)
-    remote = remote_node(g, hosted, photo, prompt_from=text.out(0))
-    x = g.group("Sampling", nodes_of(local, hosted))
-    images, scores = columns(g, x, OUTPUT_WIDTH, FACE_WIDTH)
-    save_image(g, images, decode.out(0), "face_migration/local", title="Local image")
-    stitch = images.add("ImageStitch", title="Local | Remote", direction="right", match_image_size=True,
+    sampling = Column(g, x, 400)
+    apply = apply_pulid(g, sampling, unet.out(0), models["pulid"], identity, weight=1.0, start_step=0)
+    decode = sampler_nodes(g, sampling, apply.out(0), positive, negative, vae, 1024, 1024, 4, REMOTE_SEED)
+    remote = remote_node(g, sampling, photo, prompt_from=text.out(0))
+    x = g.group("Sampling", sampling.nodes)
+    output = Column(g, x, OUTPUT_WIDTH)
+    save_image(g, output, decode.out(0), "face_migration/local", title="Local image", min_height=260)
+    stitch = output.add("ImageStitch", title="Local | Remote", direction="right", match_image_size=True,
                         spacing_width=16, spacing_color="white")
     g.link(decode.out(0), stitch, "image1")
     g.link(remote.out(0), stitch, "image2")
-    save_image(g, images, stitch.out(0), "face_migration/local_vs_remote", title="Side by side")
-    face_similarity(g, scores, models, photo, decode.out(0), title="Local similarity")
-    face_similarity(g, scores, models, photo, remote.out(0), title="Remote similarity")
-    g.group("Output", nodes_of(images, scores))
+    save_image(g, output, stitch.out(0), "face_migration/local_vs_remote", title="Side by side", min_height=260)
+    face_similarity(g, output, models, photo, decode.out(0), title="Local similarity")
+    face_similarity(g, output, models, photo, remote.out(0), title="Remote similarity")
+    g.group("Output", output.nodes)
     return g.to_json()
 
 

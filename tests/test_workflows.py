@@ -333,7 +333,6 @@ FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
 VIEWPORT, NOTE_FONT_PX, NOTE_MIN_PX = (1600, 900), 10, 12
 # The template browser's fit (LGraphCanvas.fitToBounds) and the scale text is drawn from (8 px / 14 px).
 FIT_ZOOM, FIT_SCREEN, TEXT_MIN_SCALE = 0.75, (1920, 1080), 8 / 14
-TOO_LARGE_TO_FIT = {"local_vs_remote"}
 # Label + value of a combo widget at the frontend's 12 px font, plus arrows and margins (LiteGraph BaseWidget).
 CHAR_WIDTH, WIDGET_CHROME = 7.5, 90
 
@@ -417,8 +416,6 @@ def test_saved_view_shows_how_to_use_legibly(path):
 def test_fitted_template_view_draws_text(path):
     """Frontends 1.49 and later open a template fitted to the screen (scale = 0.75 x min(1920 / width,
     1080 / height) of the nodes' bounds); they draw titles and widget text only from 8 / 14 up."""
-    if path.stem in TOO_LARGE_TO_FIT:
-        pytest.xfail(f"{path.stem}: 25 nodes and three Notes do not fit at a text-drawing scale")
     nodes = json.loads(path.read_text())["nodes"]
     rects = [rect(n) for n in nodes]
     width = max(r[2] for r in rects) - min(r[0] for r in rects)
