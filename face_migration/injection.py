@@ -520,6 +520,18 @@ class PulidCallWrapper:
         return self
 
     def __call__(self, executor, *args, **kwargs):
+        args, kwargs, after = self._plan(executor, args, kwargs)
+        try:
+            out = executor(*args, **kwargs)
+        finally:
+            self._record(*after)
+        return out
+
+    # Planning and recording are host work with per-step values (sigmas, the steps finished): under
+    # torch.compile they run eagerly, so that dynamo neither specialises the model's graphs on them nor compiles
+    # again on every step. The model call between them is compiled as usual.
+    @torch.compiler.disable
+    def _plan(self, executor, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
         in_kwargs = "transformer_options" in kwargs
         options = kwargs["transformer_options"] if in_kwargs else args[self.TRANSFORMER_OPTIONS_ARG]
         x = args[0] if args else kwargs["x"]
@@ -536,18 +548,18 @@ class PulidCallWrapper:
             plan = CallPlan(math.prod(grid), 0 if context is None else context.shape[1], active)
             options = {**options, PLAN_KEY: plan}
             if in_kwargs:
-                kwargs["transformer_options"] = options
+                kwargs = {**kwargs, "transformer_options": options}
             else:
                 args = args[:self.TRANSFORMER_OPTIONS_ARG] + (options,) + args[self.TRANSFORMER_OPTIONS_ARG + 1:]
         # Set even when nothing is active, so that no outer call's plan is seen inside this one.
         token = _CALL_PLAN.set(plan)
-        try:
-            out = executor(*args, **kwargs)
-        finally:
-            _CALL_PLAN.reset(token)
+        return args, kwargs, (token, run, call, active, plan)
+
+    @torch.compiler.disable
+    def _record(self, token, run, call, active, plan) -> None:
+        _CALL_PLAN.reset(token)
         if run is not None:
             run.add(call, self.injections, active, plan.ran if plan is not None else {})
-        return out
 
 
 class PulidRunWrapper:

@@ -2,6 +2,7 @@
 import copy
 import logging
 import re
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -13,8 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from face_migration.errors import BatchMismatchError, FaceMigrationError, IncompatibleModelError, InvalidInputError
 from face_migration.injection import (MAX_STEP, PLAN_KEY, RUN_KEY, CallInfo, Injection, PercentRange, PulidBlockPatch,
-                                      PulidCallWrapper, PulidRunWrapper, RunRecord, SigmaRange, StepRange, UncondMode, block_patches,
-                                      check_mask, find_plan, mask_to_tokens, step_indices)
+                                      PulidCallWrapper, PulidRunWrapper, RunRecord, SigmaRange, StepRange, UncondMode,
+                                      block_patches, check_mask, find_plan, mask_to_tokens, step_indices)
 from face_migration.pulid.identity import PulidIdentity
 from face_migration.pulid.model import FP8_CAST_TO, PulidConfig, PulidFlux, widen_fp8
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
@@ -605,6 +606,44 @@ def test_the_plan_of_one_call_is_not_seen_by_another_thread(model):
     assert find_plan({}, {}) == (None, None)  # reset when the call ends
 
 
+def test_two_threads_planning_at_once_on_one_injection_get_their_own_tokens(model):
+    """MultiGPU work units: cond and uncond chunks are planned at once by threads with their own device (here:
+    dtype) and token grid, on one Apply, while its cache of device tensors evicts (more keys than MAX_CACHED).
+    Each plan holds its chunk's identity rows and mask in its own dtype."""
+    mask = torch.rand(2, 12, 12)
+    injection = Injection(model, make_identity(n=2), 1.0, ALWAYS, mask=mask)
+    grids = [(2, 3), (3, 3), (4, 2), (2, 2), (1, 3), (3, 1)]
+    barrier, failures = threading.Barrier(2), []
+
+    def work(kind: int, dtypes: tuple):
+        barrier.wait()
+        for i in range(300):
+            grid, dtype = grids[i % len(grids)], dtypes[i % len(dtypes)]
+            x = torch.zeros(2, 16, 2 * grid[0], 2 * grid[1], dtype=dtype)
+            try:
+                call = CallInfo.from_options(options([1.0], cond_or_uncond=(kind,)), x, grid, SCHEDULE)
+                planned = injection.plan(call, ALWAYS)
+            except Exception as exc:  # noqa: BLE001 - a thread's exception would not fail the test
+                failures.append((kind, i, repr(exc)))
+                continue
+            ident = injection.identity.uncond if kind else injection.identity.cond
+            if not (planned.tokens.dtype == dtype and torch.equal(planned.tokens, ident.to(dtype))
+                    and torch.equal(planned.mask, mask_to_tokens(mask, grid).to(dtype))):
+                failures.append((kind, i, grid, dtype))
+    threads = [threading.Thread(target=work, args=(0, (torch.float32, torch.bfloat16))),
+               threading.Thread(target=work, args=(1, (torch.float64, torch.float16)))]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:5]
+
+
 def test_run_record_keeps_the_schedule_on_the_cpu():
     record = RunRecord(SCHEDULE)
     call = CallInfo.from_options({"sigmas": torch.tensor([0.75]), RUN_KEY: record}, torch.zeros(1, 1, 2, 2), (1, 1),
@@ -697,8 +736,9 @@ def test_percent_timing_outside_a_sampling_run_is_a_named_error(model):
         run_double(patch, torch.randn(1, 6, 32), torch.randn(1, TXT, 32), options([1.0]))
 
 
-@pytest.mark.parametrize("make, inputs", [(lambda: StepRange(4, 2), "start_step (4) and end_step (2)"),
-                                          (lambda: PercentRange(0.6, 0.6), "start_percent (0.6) and end_percent (0.6)")])
+@pytest.mark.parametrize("make, inputs", [
+    (lambda: StepRange(4, 2), "start_step (4) and end_step (2)"),
+    (lambda: PercentRange(0.6, 0.6), "start_percent (0.6) and end_percent (0.6)")])
 def test_an_empty_window_is_one_named_error(make, inputs):
     with pytest.raises(InvalidInputError, match=re.escape(inputs)):
         make()

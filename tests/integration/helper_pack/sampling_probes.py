@@ -1,8 +1,10 @@
 """Test-only nodes that look at a sampling run from outside: where two latents differ (per batch row and
-latent half), which models ComfyUI's model management holds while the diffusion model runs, and a PULID_ID
-whose rows are picked from another (per-image identities in a chosen order)."""
+latent half), which models ComfyUI's model management holds while the diffusion model runs, what torch.compile
+compiled, and a PULID_ID whose rows are picked from another (per-image identities in a chosen order)."""
 import dataclasses
 import logging
+
+import torch
 
 import comfy.model_management
 import comfy.patcher_extension
@@ -27,7 +29,7 @@ class FaceMigrationTest_LatentDifference:
         difference = (a["samples"].float() - b["samples"].float()).abs()
         half = difference.shape[-1] // 2
         rows = [[float(row[..., :half].mean()), float(row[..., half:].mean())] for row in difference]
-        return {"ui": {"latent_difference": rows}}
+        return {"ui": {"latent_difference": rows, "max": [float(difference.max())]}}
 
 
 class LoggingWrapper:
@@ -75,5 +77,56 @@ class FaceMigrationTest_IdentityRows:
         return (dataclasses.replace(pulid_id, cond=pulid_id.cond[picked], uncond=pulid_id.uncond[picked]),)
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (FaceMigrationTest_LatentDifference,
-                                                     FaceMigrationTest_LoadedModels, FaceMigrationTest_IdentityRows)}
+class FaceMigrationTest_CompileReset:
+    """MODEL passthrough that forgets torch.compile's compiled code and dynamo's counters (runs on every prompt)."""
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "reset"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def reset(self, model):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        torch._dynamo.utils.guard_failures.clear()
+        return (model,)
+
+
+class FaceMigrationTest_CompileCounters:
+    """Output node on a sampled LATENT: graphs dynamo handed to the compile backend, frames it compiled, graph
+    breaks, and recompilations (guard failures) since the last CompileReset, in all and of the pack's own code
+    (ours; by file name)."""
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    FUNCTION = "read"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def read(self, samples):
+        counters = torch._dynamo.utils.counters
+        failures = torch._dynamo.utils.guard_failures
+        found = {"graphs": counters["stats"]["unique_graphs"], "frames": counters["frames"]["ok"],
+                 "graph_breaks": sum(counters["graph_break"].values()),
+                 "recompiles": sum(len(reasons) for reasons in failures.values()),
+                 "recompiles_ours": sum(len(reasons) for code, reasons in failures.items()
+                                        if "face_migration" in code.co_filename)}
+        logging.info("FaceMigrationTest compile counters: %s", found)
+        return {"ui": {"compile": [found]}}
+
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
+    FaceMigrationTest_LatentDifference, FaceMigrationTest_LoadedModels, FaceMigrationTest_IdentityRows,
+    FaceMigrationTest_CompileReset, FaceMigrationTest_CompileCounters)}
