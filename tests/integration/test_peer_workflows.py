@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.integration.test_workflows_browser import ARTIFACTS, CHROMIUM_ARGS, DIALOG_TEXTS, DROP_FILE, chromium, close_dialogs
+from tests.integration.test_workflows_browser import ARTIFACTS, DIALOG_TEXTS, DROP_FILE, close_dialogs, launched_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = json.loads((REPO / "web" / "peer_nodes.json").read_text())
@@ -90,16 +90,8 @@ def server(another_comfy):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the browser test needs the playwright package (pip install playwright) and a Chromium "
-                    "(README, Tests)")
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=chromium(driver.chromium.executable_path),
-                                          args=CHROMIUM_ARGS)
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
 
 
 def open_page(browser, server):

@@ -24,6 +24,7 @@ CHROMIUM_PATH if set, else /usr/bin/chromium if present (Debian: apt-get install
 the one `python -m playwright install chromium` downloads."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -91,17 +92,27 @@ def schemas(comfyui):
     return load_schemas(comfyui.version)
 
 
-@pytest.fixture(scope="module")
-def page(comfy):
+@contextlib.contextmanager
+def launched_chromium():
+    """A headless Chromium driven by playwright (skips the test, saying what is missing, without either)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("the browser test needs the playwright package (pip install playwright) and a Chromium "
                     "(README, Tests)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=chromium(driver.chromium.executable_path),
                                          args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(comfy):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with launched_chromium() as browser:
         # Large enough that a fitted graph is drawn above LiteGraph's low-quality zoom (text visible).
         page = browser.new_page(viewport={"width": 1920, "height": 1080})
         page.console_errors = []
@@ -111,7 +122,6 @@ def page(comfy):
                                " && Object.keys(LiteGraph.registered_node_types).length > 100", timeout=90_000)
         close_dialogs(page)  # the template browser greets a first visit
         yield page
-        browser.close()
 
 
 def chromium(playwright_own: str) -> str:
