@@ -309,7 +309,7 @@ FACE_WIDTH = 320
 PROMPT_WIDTH = 360
 SAMPLING_WIDTH = 320
 OUTPUT_WIDTH = 460  # "filename_prefix  face_migration/flux1_schnell_pulid"
-PHOTO_HEIGHT = 300
+PHOTO_HEIGHT = 340  # frontend 1.27 needs 326 for Load Image once the photo is there (its preview)
 APPLY_NODE = "FaceMigration_ApplyPulidSimple"  # weight and start_step: the hosted API's two identity settings
 ADVANCED_APPLY_NODE = "FaceMigration_ApplyPulid"  # timing, end, uncond ID as well
 
@@ -630,7 +630,7 @@ def build_two_people(g: Graph) -> dict:
     left, right = columns(g, x, FACE_WIDTH - 20, FACE_WIDTH - 20)
     ids, photos = [], []
     for column, side in ((left, "Left"), (right, "Right")):
-        photo = column.add("LoadImage", title=f"{side} person", min_height=PHOTO_HEIGHT - 20,
+        photo = column.add("LoadImage", title=f"{side} person", min_height=PHOTO_HEIGHT,
                            image=f"person_{side.lower()}.png")
         ids.append(encode_face(g, column, models, photo, title=f"Encode {side.lower()} face"))
         photos.append(photo)
@@ -728,8 +728,8 @@ def build_side_by_side(g: Graph) -> dict:
     models["pulid"] = flux.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
     x = g.group("Models: FLUX and PuLID", flux.nodes)
     face = Column(g, x, FACE_WIDTH)
-    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT - 40, image=PHOTO)
-    identity = encode_face(g, face, models, photo, min_height=420)
+    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT - 10, image=PHOTO)
+    identity = encode_face(g, face, models, photo, min_height=380)  # smaller than elsewhere: the tallest column
     g.group("Face", face.nodes)
     prompt = face.below()
     text = prompt.add("PrimitiveStringMultiline", title="Prompt (shared)", min_height=140, value=PROMPT)
