@@ -31,8 +31,8 @@ def teacache_comfy(comfy, comfyui, tmp_path_factory):
         if "TeaCache" not in server.object_info():  # e.g. on 0.33 TeaCache imports a function core removed
             reason = next((line.strip() for line in server.log_text().splitlines()
                            if line.strip().startswith(("ImportError", "ModuleNotFoundError"))), "see the log")
-            pytest.skip(f"TeaCache from {TEACACHE} does not load in ComfyUI {comfyui.version}: {reason} (if it names a "
-                        f"missing module, install TeaCache's requirements.txt into {comfyui.python})")
+            pytest.skip(f"TeaCache from {TEACACHE} does not load in ComfyUI {comfyui.version}: {reason} (if it "
+                        f"names a missing module, install TeaCache's requirements.txt into {comfyui.python})")
         yield server
     finally:
         server.stop()
