@@ -9,9 +9,9 @@ connection was made (refused, connect timeout, name not found), or the answer wa
 (unless its JSON says "retryable": false, as the self-hosted route's permanent 503s do). Tries are spaced
 by exponential backoff with jitter, at least the server's Retry-After, and bounded in number and in total
 time. A read timeout, a broken answer after the request went out, or a gateway's 502 or 504 (the server
-behind it may have started) is sent again only with `RetryPolicy(retry_timeouts=True)`. An error of a call that may have been billed
-says so (and has `maybe_billed`). Errors never carry the key: server text is redacted and exceptions
-are raised without chaining."""
+behind it may have started) is sent again only with `RetryPolicy(retry_timeouts=True)`. An error of a call
+that may have been billed says so (and has `maybe_billed`). Errors never carry the key: server text is
+redacted and exceptions are raised without chaining."""
 from __future__ import annotations
 
 import base64

@@ -4,7 +4,7 @@ A probe chained after Apply on double block 0 and single block 0 logs which toke
 step: always exactly the generated image's tokens."""
 import pytest
 
-from tests.integration.test_injection_comfy import IMAGE_TOKENS, SIZE, TEXT_TOKENS, base, insert_after_apply, run_logged
+from tests.integration.test_injection_comfy import IMAGE_TOKENS, TEXT_TOKENS, base, insert_after_apply, run_logged
 
 STEPS = 4
 

@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.integration.test_workflows_browser import ARTIFACTS, DIALOG_TEXTS, DROP_FILE, close_dialogs, launched_chromium
+from tests.integration.test_workflows_browser import (ARTIFACTS, DIALOG_TEXTS, DROP_FILE, close_dialogs,
+                                                        launched_chromium)
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = json.loads((REPO / "web" / "peer_nodes.json").read_text())
