@@ -5,6 +5,7 @@ outside them still loads the pack, with one log line saying so."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # Oldest and newest ComfyUI the integration suite runs on (tests/fixtures/object_info/ holds their schemas).
 TESTED_COMFYUI = ("0.3.64", "0.33.0")
@@ -14,6 +15,15 @@ PYTHONS = ("3.10", "3.13")
 def version_tuple(version: str) -> tuple[int, ...]:
     """'0.33.0' -> (0, 33, 0); a suffix such as '-rc1' or '+local' is ignored."""
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0].split("-")[0])[:3])
+
+
+def checkout_version(comfyui: str | Path) -> str | None:
+    """The version a ComfyUI checkout declares in its comfyui_version.py; None when it has none."""
+    version_file = Path(comfyui) / "comfyui_version.py"
+    if not version_file.is_file():
+        return None
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", version_file.read_text())
+    return found.group(1) if found else None
 
 
 def outside_support(comfyui_version: str | None) -> str | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -29,15 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from devkit.workflow_validation import core_snapshot, pack_snapshot  # noqa: E402
+from face_migration.support import checkout_version  # noqa: E402
 
 PACK_DIR_NAME = "comfyui-face-migration"
-
-
-def checkout_version(comfyui: Path) -> str:
-    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", (comfyui / "comfyui_version.py").read_text())
-    if not found:
-        raise SystemExit(f"{comfyui / 'comfyui_version.py'} holds no __version__")
-    return found.group(1)
 
 
 def pack_entries(object_info: dict, pack_dir_name: str) -> dict:
@@ -119,9 +112,10 @@ def main() -> int:
                                                     "tests/fixtures/object_info/")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server")
     args = parser.parse_args()
-    if not (args.comfyui / "main.py").is_file() or not (args.comfyui / "comfyui_version.py").is_file():
-        parser.error(f"{args.comfyui} has no main.py and comfyui_version.py: name a ComfyUI checkout")
     version = checkout_version(args.comfyui)
+    if not (args.comfyui / "main.py").is_file() or version is None:
+        parser.error(f"{args.comfyui} has no main.py and comfyui_version.py with a __version__: name a ComfyUI "
+                     f"checkout")
     info, log = fetch_object_info(args.comfyui.resolve(), args.python, args.timeout, with_pack=not args.core)
     if args.core:
         # A core module whose dependency is missing (e.g. torchaudio for the audio nodes) is left out; the

@@ -9,7 +9,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 import pytest
 
-from face_migration.support import PYTHONS, TESTED_COMFYUI, outside_support, version_tuple
+from face_migration.support import PYTHONS, TESTED_COMFYUI, checkout_version, outside_support, version_tuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -37,3 +37,11 @@ def test_every_tested_comfyui_has_its_node_schemas():
 def test_outside_support(version, expected):
     notice = outside_support(version)
     assert notice is None if expected is None else expected in notice
+
+
+def test_checkout_version_reads_comfyui_version_py(tmp_path):
+    assert checkout_version(tmp_path) is None
+    (tmp_path / "comfyui_version.py").write_text("# generated\n__version__ = '0.33.0'\n")
+    assert checkout_version(tmp_path) == "0.33.0"
+    (tmp_path / "comfyui_version.py").write_text("nothing here\n")
+    assert checkout_version(tmp_path) is None

@@ -16,10 +16,8 @@ COMFYUI_PROMPT_TIMEOUT (s, default 600).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
-import re
 import shlex
 import shutil
 import socket
@@ -40,7 +38,7 @@ TINY_FLUX_NAME = "tiny_flux.safetensors"
 PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
 PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit that FLUX
 
-from face_migration.support import version_tuple  # noqa: E402
+from face_migration.support import checkout_version  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))  # tiny_pulid.py, make_tiny_flux.py
 from make_tiny_flux import write_tiny_flux  # noqa: E402
@@ -59,21 +57,16 @@ class ComfyInstall:
     def id(self) -> str:
         return f"comfyui-{self.version}"
 
-    def at_least(self, version: str) -> bool:
-        return version_tuple(self.version) >= version_tuple(version)
-
 
 def _read_install(path: Path, python: str) -> ComfyInstall:
-    version_file = path / "comfyui_version.py"
-    if not (path / "main.py").is_file() or not version_file.is_file():
+    version = checkout_version(path)
+    if not (path / "main.py").is_file() or version is None:
         raise pytest.UsageError(f"COMFYUI_PATH entry {path} is not a ComfyUI checkout (no main.py and "
-                                f"comfyui_version.py there); name the folder that holds ComfyUI's main.py")
-    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", version_file.read_text())
-    if not found:
-        raise pytest.UsageError(f"{version_file} holds no __version__; is {path} a ComfyUI checkout?")
+                                f"comfyui_version.py with a __version__ there); name the folder that holds "
+                                f"ComfyUI's main.py")
     done = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
     commit = done.stdout.strip() if done.returncode == 0 else None
-    return ComfyInstall(path.resolve(), python, found.group(1), commit)
+    return ComfyInstall(path.resolve(), python, version, commit)
 
 
 def comfy_installs() -> list[ComfyInstall]:
@@ -105,20 +98,6 @@ def comfyui(request) -> ComfyInstall:
         pytest.skip("integration tests need env COMFYUI_PATH set to ComfyUI checkouts (folders with main.py) "
                     "and COMFYUI_PYTHON to the Pythons that run them (README, Tests)")
     return request.param
-
-
-@pytest.fixture(scope="session")
-def comfy_import(comfyui):
-    """`import_module` for ComfyUI's modules in this process, from the current checkout, on the CPU: for
-    tests that call ComfyUI code directly. The checkout's folder goes last on sys.path (it has its own
-    `tests` package, which must not shadow ours); modules of another checkout imported earlier are dropped."""
-    checkouts = {str(install.path) for install in comfy_installs()} - {str(comfyui.path)}
-    for name, module in list(sys.modules.items()):
-        if any((getattr(module, "__file__", None) or "").startswith(c + os.sep) for c in checkouts):
-            del sys.modules[name]
-    sys.path[:] = [p for p in sys.path if p not in checkouts and p != str(comfyui.path)] + [str(comfyui.path)]
-    importlib.import_module("comfy.cli_args").args.cpu = True
-    return importlib.import_module
 
 
 def _free_port() -> int:
