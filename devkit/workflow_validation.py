@@ -11,11 +11,10 @@ required inputs, ranges, combo membership), plus the pack's own rules for model 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from face_migration.catalog import MODEL_FILES
+from face_migration.catalog import MODEL_FILES, model_by_filename
 from face_migration.support import TESTED_COMFYUI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,12 +49,19 @@ CORE_MODEL_COMBOS = {
 # made with empty folders lists none, or only the 'none' choice).
 PACK_MODEL_COMBOS = {("FaceMigration_PulidModelLoader", "pulid_file"), ("FaceMigration_EvaClipLoader", "eva_file"),
                      ("FaceMigration_FaceParsingLoader", "parsing_file"),
-                     ("FaceMigration_FaceParsingLoader", "landmark_file")}
+                     ("FaceMigration_FaceParsingLoader", "landmark_file"),
+                     ("FaceMigration_FaceAnalysisLoader", "detector_file"),
+                     ("FaceMigration_FaceAnalysisLoader", "recognizer_file")}
 LEGACY_FOLDERS = {"clip": "text_encoders", "unet": "diffusion_models"}
-# What the bundled frontend (1.27.10, its Missing Models dialog) downloads. A `models` entry outside these
-# shows as a red error row whenever the file is absent, so such files are named in the Notes only.
+# What the bundled frontend (1.27.10, its Missing Models dialog) downloads. It lists an absent file outside
+# these with its refusal ("Only allowed suffixes", "Download not allowed from source") instead of a button.
 DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
 DOWNLOAD_SUFFIXES = (".safetensors", ".sft")
+# What ComfyUI's model listing (/experiment/models, folder_paths.supported_pt_extensions) shows. 1.27 checks a
+# workflow-level `models` entry against that listing, so an entry of another kind (antelopev2's .onnx) would
+# be called missing forever: those are named only on their loader node, where web/missing_models.js drops
+# the ones the server lists as installed.
+MODEL_LISTING_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
 UPLOAD_KINDS = {"image_upload": "image", "video_upload": "video", "audio_upload": "audio"}
 # Combos listing files the user makes (empty in any snapshot): node input -> the extension they must have.
 USER_FILE_COMBOS = {("FaceMigration_LoadIdentity", "identity_file"): ".safetensors"}
@@ -145,19 +151,9 @@ def types_compatible(output_type: str, input_type: str) -> bool:
     return bool(set(output_type.split(",")) & set(input_type.split(",")))
 
 
-def catalogue_names() -> dict[str, tuple]:
-    """Every accepted model file name (relative to its folder) -> (catalogue entry, `models` directory)."""
-    names = {}
-    for model in MODEL_FILES:
-        for filename in (model.filename, *model.alternatives):
-            for sub in model.subdirs:
-                names[os.path.join(sub, filename).replace(os.sep, "/")] = model
-    return names
-
-
-def models_entry_name(model) -> str:
-    """How a catalogue file is named in a workflow's `models` list: relative to its folder, as ComfyUI lists it."""
-    return os.path.join(model.subdirs[0], model.filename).replace(os.sep, "/")
+def models_entry(model) -> dict:
+    """A `models` entry (node-level or workflow-level) of a catalogue file, named as its loader's widget names it."""
+    return {"name": model.filename, "url": model.url, "directory": models_directory(model.folder)}
 
 
 def models_directory(folder: str) -> str:
@@ -166,6 +162,10 @@ def models_directory(folder: str) -> str:
 
 def frontend_can_download(name: str, url: str) -> bool:
     return name.endswith(DOWNLOAD_SUFFIXES) and url.startswith(DOWNLOAD_SOURCES)
+
+
+def listed_by_model_folders(name: str) -> bool:
+    return name.endswith(MODEL_LISTING_SUFFIXES)
 
 
 def nodes_in_group(workflow: dict, title: str) -> set[int]:
@@ -235,10 +235,9 @@ def _check_models_list(workflow: dict, problems: Problems) -> None:
             problems.add(None, f"models entry {entry} needs name, url and directory")
         elif not entry["url"].startswith("https://"):
             problems.add(None, f"models entry {entry['name']}: url {entry['url']} is not https")
-        elif not frontend_can_download(entry["name"], entry["url"]):
-            problems.add(None, f"models entry {entry['name']}: the frontend refuses to download it (only "
-                               f"{', '.join(DOWNLOAD_SUFFIXES)} from {', '.join(DOWNLOAD_SOURCES)}), so it shows as "
-                               f"an error row; name it in a Note only")
+        elif not listed_by_model_folders(entry["name"]):
+            problems.add(None, f"models entry {entry['name']}: ComfyUI's model listing never shows such a file, so "
+                               f"the frontend would call it missing forever; name it on its loader node only")
 
 
 def _check_sockets(node: dict, schema: dict, problems: Problems) -> None:
@@ -275,7 +274,7 @@ def _check_widgets(node: dict, schema: dict, workflow: dict, problems: Problems)
         problems.add(node, f"{len(values)} widget values, expected {len(slots)}: {expected}")
         return
     for slot, value in zip(slots, values):
-        message = _widget_problem(node["type"], slot, value, workflow)
+        message = _widget_problem(node, slot, value, workflow)
         if message:
             problems.add(node, f"widget '{slot.spec.name}'{'' if slot.role == 'value' else ' ' + slot.role}: {message}")
 
@@ -287,8 +286,8 @@ def model_file_folder(node_type: str, spec: InputSpec) -> str | None:
     return "" if (node_type, spec.name) in PACK_MODEL_COMBOS else None
 
 
-def _widget_problem(node_type: str, slot: WidgetSlot, value, workflow: dict) -> str | None:
-    spec = slot.spec
+def _widget_problem(node: dict, slot: WidgetSlot, value, workflow: dict) -> str | None:
+    spec, node_type = slot.spec, node["type"]
     if slot.role == "control":
         return None if value in CONTROL_VALUES else f"{value!r} is not one of {CONTROL_VALUES}"
     if slot.role == "upload":
@@ -313,29 +312,31 @@ def _widget_problem(node_type: str, slot: WidgetSlot, value, workflow: dict) -> 
         ok = isinstance(value, str) and value.endswith(extension)
         return None if ok else f"{value!r} is not a {extension} file"
     folder = model_file_folder(node_type, spec)
-    if folder is not None and (folder or value in catalogue_names() or value not in spec.options):
-        return _model_file_problem(value, folder, workflow)
+    if folder is not None and (folder or model_by_filename(value) or value not in spec.options):
+        return _model_file_problem(node, value, folder, workflow)
     # a plain choice (also a non-file entry of a file list, such as "none")
     return None if value in spec.options else f"{value!r} is not one of {list(spec.options)}"
 
 
-def _model_file_problem(value, folder: str, workflow: dict) -> str | None:
-    """A model file must be the catalogue's (pack) or listed in `models` (core), and named in a Note."""
+def _model_file_problem(node: dict, value, folder: str, workflow: dict) -> str | None:
+    """A model file must be the catalogue's (pack: named in its node's `models`, and in the workflow's where the
+    frontend's model listing can show it) or listed in the workflow's `models` (core), and named in a Note."""
     if not isinstance(value, str) or not value:
         return f"{value!r} is not a model file name"
     entries = {e.get("name"): e for e in workflow.get("models", [])}
-    model = catalogue_names().get(value)
+    model = model_by_filename(value) if folder == "" else None
     if folder == "":
-        if model is None:
+        if model is None or model not in MODEL_FILES:
             return f"{value!r} is not a file of the model catalogue (face_migration/catalog.py)"
         folder = model.folder
-        entry = entries.get(models_entry_name(model))
-        if not frontend_can_download(models_entry_name(model), model.url):
-            entry = {"directory": models_directory(folder)}  # left to the Notes (see DOWNLOAD_SOURCES)
-        elif entry is None:
-            return f"{models_entry_name(model)} is not in the workflow's models list"
-        elif entry.get("url") != model.url:
+        on_node = {e.get("name"): e for e in node.get("properties", {}).get("models", [])}
+        entry = on_node.get(value)
+        if entry is None:
+            return f"{value} is not in the node's properties.models (the frontends' Missing Models check)"
+        if entry.get("url") != model.url:
             return f"models entry url {entry.get('url')} differs from the catalogue's {model.url}"
+        if listed_by_model_folders(value) and entries.get(value) != entry:
+            return f"{value}: the workflow's models list lacks the node's entry {entry}"
     else:
         entry = entries.get(value)
         if entry is None:

@@ -153,7 +153,7 @@ CORE_MODEL_FILES: tuple[ModelFile, ...] = (
         checksum_source=_PINNED.format("Comfy-Org/Lumina_Image_2.0_Repackaged", "22e393d7")),
 )
 
-# Files a pack node loads by itself (no file widget names them), by node id.
+# Files a pack node loads when its workflow names none (Face Analysis loaders saved before their file widgets).
 NODE_MODEL_FILES = {"FaceMigration_FaceAnalysisLoader": ("scrfd", "glintr100")}
 
 
@@ -190,18 +190,22 @@ def model_by_filename(name: str) -> ModelFile | None:
     return CATALOGUE.by_filename(name)
 
 
-def find_in_folders(model: ModelFile, folder_roots: list[str]) -> str | None:
-    """First existing path of the model (or an accepted alternative) under any of the folder's roots."""
+def find_in_folders(model: ModelFile, folder_roots: list[str], filename: str | None = None) -> str | None:
+    """First existing path of the model (or an accepted alternative; or of `filename`, a file the user chose in
+    its place) under any of the folder's roots."""
+    if filename and re.search(r"[\\/]", filename):  # a name, never a path out of the model folders
+        return None
+    names = (filename,) if filename else (model.filename, *model.alternatives)
     for root in folder_roots:
         for sub in model.subdirs:
-            for name in (model.filename, *model.alternatives):
+            for name in names:
                 path = os.path.join(root, sub, name)
                 if os.path.isfile(path):
                     return path
     return None
 
 
-def missing_file_message(model: ModelFile, folder_roots: list[str]) -> str:
+def missing_file_message(model: ModelFile, folder_roots: list[str], filename: str | None = None) -> str:
     searched = ", ".join(os.path.join(r, s) for r in folder_roots for s in model.subdirs) or model.display_folder
-    return (f"{model.filename} ({model.purpose}) was not found. Searched: {searched}. "
+    return (f"{filename or model.filename} ({model.purpose}) was not found. Searched: {searched}. "
             f"{model.download_hint()} Licence: {model.licence}.")

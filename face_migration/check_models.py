@@ -140,7 +140,7 @@ def workflow_needs(directory: str | None = None, catalogue: Catalogue = CATALOGU
             values = list(values.values()) if isinstance(values, dict) else values
             found = [catalogue.by_filename(v) for v in values if isinstance(v, str)]
             found += [catalogue.by_key(key) for key in NODE_MODEL_FILES.get(node.get("type"), ())]
-            files += [m for m in found if m is not None and m not in files]
+            files += [m for m in dict.fromkeys(found) if m is not None and m not in files]
         needs[os.path.splitext(os.path.basename(path))[0]] = files
     return needs
 

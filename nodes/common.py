@@ -73,13 +73,29 @@ def resolve_model_file(folder: str, filename: str, model: ModelFile) -> str:
     return path
 
 
-def find_catalog_file(model: ModelFile) -> str:
-    """A catalogue file found the way ComfyUI finds models (all roots of its folder, accepted sub-folders)."""
+def find_catalog_file(model: ModelFile, filename: str | None = None) -> str:
+    """A catalogue file (or the file of that name in its place) found the way ComfyUI finds models: all roots
+    of its folder, the accepted sub-folders."""
     roots = folder_paths.get_folder_paths(model.folder)
-    path = find_in_folders(model, roots)
+    path = find_in_folders(model, roots, filename)
     if path is None:
-        raise ModelFileError(missing_file_message(model, roots))
+        raise ModelFileError(missing_file_message(model, roots, filename))
     return path
+
+
+def subfolder_choices(model: ModelFile, extension: str) -> list[str]:
+    """Names of the files with the extension in a catalogue file's accepted sub-folders, the catalogue's first:
+    antelopev2's .onnx files live in models/insightface/models/antelopev2, below what ComfyUI lists. Only files
+    on disk, so a frontend flags an absent one (as model_choices)."""
+    names = set()
+    for root in folder_paths.get_folder_paths(model.folder):
+        for sub in model.subdirs:
+            folder = os.path.join(root, sub)
+            if os.path.isdir(folder):
+                names.update(f for f in os.listdir(folder)
+                             if f.lower().endswith(extension) and os.path.isfile(os.path.join(folder, f)))
+    preferred = [model.filename] if model.filename in names else []
+    return preferred + sorted(names - set(preferred))
 
 
 _loaded: dict[str, tuple[tuple, object]] = {}

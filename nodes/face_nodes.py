@@ -11,6 +11,7 @@ import torch
 from comfy_api.v0_0_2 import io, ui
 
 from ..face_migration.catalog import BY_KEY
+from ..face_migration.errors import ModelFileError
 from ..face_migration.face.bisenet import load_bisenet
 from ..face_migration.face.detection import load_scrfd
 from ..face_migration.face.eva_clip import load_eva_clip
@@ -21,22 +22,23 @@ from ..face_migration.face.recognition import load_arcface
 from ..face_migration.face.retinaface import load_retinaface
 from ..face_migration.face.selection import FACE_ORDERS
 from .common import (CATEGORY, PulidId, PulidModel, check_file_choice, find_catalog_file, folder_hint, load_cached,
-                     managed, model_choices, resolve_model_file, schema_extras)
+                     managed, model_choices, resolve_model_file, schema_extras, subfolder_choices)
 
 FaceAnalysis = io.Custom("FACE_MIGRATION_FACE_ANALYSIS")
 EvaClip = io.Custom("FACE_MIGRATION_EVA_CLIP")
 FaceParsing = io.Custom("FACE_MIGRATION_FACE_PARSING")
 FAST_ALIGNMENT = "none (fast: SCRFD landmarks)"
+SCRFD, GLINTR100 = BY_KEY["scrfd"], BY_KEY["glintr100"]
 
 
 class FaceAnalysisModels:
     """antelopev2's detector and recognizer on onnxruntime (only these two files are loaded)."""
 
-    def __init__(self, providers: str):
+    def __init__(self, detector_path: str, recognizer_path: str, providers: str):
         # "auto" follows ComfyUI's device: no GPU provider when ComfyUI computes on the CPU (--cpu or no GPU).
         gpu_present = comfy.model_management.get_torch_device().type != "cpu"
-        self.detector = load_scrfd(find_catalog_file(BY_KEY["scrfd"]), providers, gpu_present)
-        self.recognizer = load_arcface(find_catalog_file(BY_KEY["glintr100"]), providers, gpu_present)
+        self.detector = load_scrfd(detector_path, providers, gpu_present)
+        self.recognizer = load_arcface(recognizer_path, providers, gpu_present)
 
     def __repr__(self):
         return f"antelopev2 ({os.path.dirname(self.detector.path)})"
@@ -65,15 +67,35 @@ class FaceAnalysisLoader(io.ComfyNode):
                         "models/insightface/models/antelopev2. Non-commercial licence.",
             inputs=[io.Combo.Input("provider", options=list(PROVIDER_CHOICES), default="auto",
                                    tooltip="onnxruntime execution provider. auto = the GPU one when ComfyUI runs "
-                                           "on a GPU (a warning says how to install it if missing), else CPU.")],
+                                           "on a GPU (a warning says how to install it if missing), else CPU."),
+                    # Files as widgets so the frontends' Missing Models check sees them; optional, so prompts
+                    # written before these inputs existed still load the catalogue's files.
+                    io.Combo.Input("detector_file", options=subfolder_choices(SCRFD, ".onnx"),
+                                   default=SCRFD.filename, optional=True,
+                                   tooltip=f"SCRFD face detector: {SCRFD.filename} from antelopev2, in "
+                                           f"{SCRFD.display_folder}."),
+                    io.Combo.Input("recognizer_file", options=subfolder_choices(GLINTR100, ".onnx"),
+                                   default=GLINTR100.filename, optional=True,
+                                   tooltip=f"ArcFace recognizer: {GLINTR100.filename} from antelopev2, in "
+                                           f"{GLINTR100.display_folder}.")],
             outputs=[FaceAnalysis.Output(display_name="face_analysis",
                                          tooltip="Face detector + recognizer, for Encode Face and Face Similarity.")],
         )
 
     @classmethod
-    def execute(cls, provider):
-        paths = (find_catalog_file(BY_KEY["scrfd"]), find_catalog_file(BY_KEY["glintr100"]))
-        return io.NodeOutput(load_cached("face_analysis", paths, (provider,), lambda: FaceAnalysisModels(provider)))
+    def validate_inputs(cls, detector_file=SCRFD.filename, recognizer_file=GLINTR100.filename):
+        for model, filename in ((SCRFD, detector_file), (GLINTR100, recognizer_file)):
+            try:
+                find_catalog_file(model, filename)
+            except ModelFileError as missing:
+                return f"{missing} Then press R in the browser to refresh the file lists."
+        return True
+
+    @classmethod
+    def execute(cls, provider, detector_file=SCRFD.filename, recognizer_file=GLINTR100.filename):
+        paths = (find_catalog_file(SCRFD, detector_file), find_catalog_file(GLINTR100, recognizer_file))
+        return io.NodeOutput(load_cached("face_analysis", paths, (provider,),
+                                         lambda: FaceAnalysisModels(*paths, provider)))
 
 
 class EvaClipLoader(io.ComfyNode):

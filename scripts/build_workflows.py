@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO))
 
 from face_migration.catalog import BY_KEY, model_by_filename  # noqa: E402
 from face_migration.support import TESTED_COMFYUI  # noqa: E402
-from devkit.workflow_validation import (assert_valid, frontend_can_download, input_specs, load_schemas,  # noqa: E402
-                                       models_directory, models_entry_name, widget_slots)
+from devkit.workflow_validation import (assert_valid, input_specs, listed_by_model_folders, load_schemas,  # noqa: E402
+                                       models_entry, widget_slots)
 
 OUT = REPO / "workflows"
 TEMPLATE_INDEX = REPO / "web" / "workflow_templates.json"  # read by web/workflow_templates.js
@@ -174,18 +174,13 @@ class Graph:
         return {"scale": VIEW_SCALE, "offset": [VIEW_MARGIN - left, VIEW_MARGIN - top]}
 
     def models_of(self, node: Node) -> list[dict]:
-        """`models` entries for the files a loader node's widgets name, when the frontend can download them.
-        The others are left to the Notes: antelopev2's .onnx (ComfyUI's model listing never shows .onnx, so
-        the frontend would call them missing forever), EVA-CLIP's .pt and facexlib's .pth (the frontend
-        refuses those downloads and shows a red error row)."""
+        """`models` entries for the catalogue files a loader node's widgets name: the frontends flag an absent
+        one in Missing Models, with a download button where they allow it (.safetensors from Hugging Face)."""
         entries = []
         for slot, value in zip(widget_slots(node.schema), node.widgets_values):
-            if slot.role != "value" or not isinstance(value, str):
-                continue
-            model = model_by_filename(value)
-            if model is not None and frontend_can_download(models_entry_name(model), model.url):
-                entries.append({"name": models_entry_name(model), "url": model.url,
-                                "directory": models_directory(model.folder)})
+            model = model_by_filename(value) if slot.role == "value" and isinstance(value, str) else None
+            if model is not None and value == model.filename:
+                entries.append(models_entry(model))
         return entries
 
     def fitted_scale(self) -> float:
@@ -211,7 +206,7 @@ class Graph:
         models, seen = [], set()
         for node in self.nodes:
             for entry in (self.models_of(node) if node.schema else []):
-                if entry["name"] not in seen:
+                if entry["name"] not in seen and listed_by_model_folders(entry["name"]):
                     seen.add(entry["name"])
                     models.append(entry)
         order = self._order()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from face_migration.catalog import BY_KEY, MODEL_FILES
-from devkit.workflow_validation import (CONTROL_VALUES, assert_valid, catalogue_names, input_specs,
+from face_migration.catalog import BY_KEY, MODEL_FILES, model_by_filename
+from devkit.workflow_validation import (CONTROL_VALUES, assert_valid, input_specs,
                                        load_schemas, nodes_in_group, note_text, output_node_ids, pack_snapshot,
                                        to_api, validate, widget_slots)
 from face_migration.support import TESTED_COMFYUI
@@ -74,9 +74,8 @@ def test_models_list_matches_the_loaders(path, schemas):
     """Every file a loader names is in `models` (checked by the validator) and nothing else is."""
     workflow = json.loads(path.read_text())
     used = {v for n in workflow["nodes"] for v in n.get("widgets_values") or [] if isinstance(v, str)}
-    known = catalogue_names()
     for entry in workflow["models"]:
-        assert entry["name"] in used or entry["name"].split("/")[-1] in used or entry["name"] in known, entry
+        assert entry["name"] in used, entry
     notes = note_text(workflow)
     for entry in workflow["models"]:
         assert entry["url"] in notes, f"the Note does not link {entry['name']}'s download"
@@ -262,8 +261,11 @@ def test_pack_model_combo_must_be_a_catalogue_file(schemas):
     workflow["last_node_id"] = 20
     assert "not a file of the model catalogue" in problems_of(workflow, schemas)
     loader["widgets_values"] = [pulid.filename]
-    assert "not in the workflow's models list" in problems_of(workflow, schemas)
-    workflow["models"].append({"name": pulid.filename, "url": pulid.url, "directory": "pulid"})
+    assert "not in the node's properties.models" in problems_of(workflow, schemas)
+    entry = {"name": pulid.filename, "url": pulid.url, "directory": "pulid"}
+    loader["properties"]["models"] = [entry]
+    assert "the workflow's models list lacks the node's entry" in problems_of(workflow, schemas)
+    workflow["models"].append(entry)
     assert "not named in any Note" in problems_of(workflow, schemas)
     workflow["nodes"][7]["widgets_values"][0] += f"\n{pulid.filename} goes in models/pulid"
     assert validate(workflow, schemas) == []
@@ -451,18 +453,32 @@ def test_no_output_is_previewed_twice(path):
             assert (source["type"], source["outputs"][slot]["name"]) not in SHOWN_ON_NODE, source["type"]
 
 
-def test_frontend_downloadable_entries_only():
-    """No `models` entry the bundled frontend refuses (EVA's .pt, facexlib's .pth from GitHub): those show as
-    red rows in its Missing Models dialog. They are named in the Notes instead."""
+def test_every_loader_file_is_named_for_missing_models():
+    """Each file a pack loader's widgets name has a `models` entry on that node (url and folder from the
+    catalogue), so both frontends' Missing Models checks list it when absent; antelopev2's .onnx only there
+    (ComfyUI's model listing never shows .onnx), every other one in the workflow's list too."""
     for path in WORKFLOWS:
         workflow = json.loads(path.read_text())
-        entries = workflow["models"] + [m for n in workflow["nodes"] for m in n["properties"].get("models", [])]
-        for entry in entries:
-            assert entry["name"].endswith((".safetensors", ".sft")), (path.stem, entry)
-            assert entry["url"].startswith(("https://huggingface.co/", "https://civitai.com/")), (path.stem, entry)
-    for name in LOCAL:
-        notes = note_text(load(name))
-        assert BY_KEY["eva02_clip_l_336"].filename in notes and BY_KEY["bisenet"].url in notes
+        for node in workflow["nodes"]:
+            if not node["type"].startswith(PACK_PREFIX):
+                continue
+            files = [v for v in node["widgets_values"] if isinstance(v, str) and model_by_filename(v)]
+            entries = {e["name"]: e for e in node["properties"].get("models", [])}
+            assert sorted(entries) == sorted(files), (path.stem, node["type"])
+            for name, entry in entries.items():
+                assert entry["url"] == model_by_filename(name).url, entry
+                assert (entry in workflow["models"]) == (not name.endswith(".onnx")), (path.stem, entry)
+        if any(n["type"] == "FaceMigration_FaceAnalysisLoader" for n in workflow["nodes"]):
+            assert {"scrfd_10g_bnkps.onnx", "glintr100.onnx"} <= {
+                e["name"] for n in workflow["nodes"] for e in n["properties"].get("models", [])}
+
+
+def test_a_workflow_level_onnx_entry_is_refused(schemas):
+    """1.27 would call it missing on every load (ComfyUI's model listing never shows .onnx)."""
+    workflow = small_workflow()
+    scrfd = BY_KEY["scrfd"]
+    workflow["models"].append({"name": scrfd.filename, "url": scrfd.url, "directory": "insightface"})
+    assert "model listing never shows such a file" in problems_of(workflow, schemas)
 
 
 @pytest.mark.parametrize("name", LOCAL)
@@ -482,7 +498,7 @@ def test_eva_folder_is_the_same_in_notes_and_readme():
     for name in LOCAL:
         workflow = load(name)
         assert f"[{eva.filename}]({eva.url}) → `{eva.display_folder}/`" in note_text(workflow)
-        assert all(e["name"] != eva.filename for e in workflow["models"])
+        assert {"name": eva.filename, "url": eva.url, "directory": "text_encoders"} in workflow["models"]
 
 
 @pytest.mark.parametrize("name", ["remote_api_face_migration", "local_vs_remote"])

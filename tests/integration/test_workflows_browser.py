@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from devkit.workflow_validation import CORE_MODEL_COMBOS, PACK_MODEL_COMBOS, load_schemas, to_api, widget_slots
+from devkit.workflow_validation import (CORE_MODEL_COMBOS, PACK_MODEL_COMBOS, frontend_can_download, load_schemas,
+                                        to_api, widget_slots)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -65,8 +66,10 @@ GRAPH_STATE = """() => ({
                                       pos: [...n.pos], size: [...n.size], needed: [...n.computeSize()],
                                       title_height: LiteGraph.NODE_TITLE_HEIGHT})),
 })"""
-# Texts of the Missing Models dialog's error rows (frontend 1.27.10, MissingModelsWarning).
-ERROR_ROWS = ("Only allowed suffixes", "Download not allowed", "Invalid directory")
+# Texts of the Missing Models dialog's error rows (frontend 1.27.10, MissingModelsWarning): its refusal to
+# download a file (a listed file all the same), and a folder no node registers (a broken entry).
+REFUSAL_ROWS = ("Only allowed suffixes", "Download not allowed")
+INVALID_FOLDER_ROW = "Invalid directory"
 MIN_SCALE = 0.75  # LiteGraph stops drawing text below 0.6
 NOTE_MIN_PX = 12  # Note text on screen at the saved zoom
 # Every Markdown Note on screen (the frontends hide those outside the view): its text size (font size times the
@@ -179,17 +182,38 @@ def test_workflow_loads_in_the_frontend(page, comfy, schemas, path):
         flagged = {(c["nodeType"], c["widgetName"], c["name"]) for c in candidates if c.get("isMissing")}
         assert absent_model_choices(workflow, comfy.object_info(), schemas) <= flagged, f"frontend {version}: {flagged}"
         return
-    text = "\n".join(dialogs)
-    assert not [row for row in ERROR_ROWS if row in text], f"error rows in the Missing Models dialog: {dialogs}"
-    on_disk = set(comfy.object_info()["UNETLoader"]["input"]["required"]["unet_name"][0])
-    for entry in workflow["models"]:
-        if entry["name"] not in on_disk:
-            assert f"{entry['directory']} / {entry['name']}" in text, f"{entry['name']} not listed as missing"
-    if any(n["type"] == "FaceMigration_PulidModelLoader" for n in workflow["nodes"]):
-        assert "pulid / pulid_flux_v0.9.1.safetensors" in text, "the pack's missing PuLID file is not listed"
+    assert_missing_models_listed(workflow, "\n".join(dialogs), comfy.object_info())
     saved_view = workflow["extra"]["ds"]
     assert state["offset"] == pytest.approx(saved_view["offset"]), "the saved view was not restored"
     assert_drawn_without_overlap(state["nodes"], {n["id"]: n["size"] for n in workflow["nodes"]})
+
+
+def assert_missing_models_listed(workflow: dict, text: str, object_info: dict) -> None:
+    """Frontend 1.27's Missing Models dialog: every file of the workflow (its `models` and its loaders') that
+    the server does not list, each once, downloadable or with the frontend's refusal (only .safetensors from
+    Hugging Face or Civitai), and no file it lists, nor a folder it does not know."""
+    installed = {choice for node in workflow["nodes"] if node["type"] in object_info
+                 for spec in {**object_info[node["type"]]["input"].get("required", {}),
+                              **object_info[node["type"]]["input"].get("optional", {})}.values()
+                 for choice in combo_options(spec)}
+    entries = {(e["directory"], e["name"]): e for e in workflow["models"]}
+    entries.update({(e["directory"], e["name"]): e for n in workflow["nodes"] if n.get("mode") not in (2, 4)
+                    for e in n.get("properties", {}).get("models", [])})
+    missing = {key: e for key, e in entries.items() if e["name"] not in installed}
+    listed = {key for key in entries if f"{key[0]} / {key[1]}" in text}
+    assert listed == set(missing), f"listed {sorted(listed)}, missing {sorted(missing)}:\n{text}"
+    refused = [e for e in missing.values() if not frontend_can_download(e["name"], e["url"])]
+    assert sum(text.count(row) for row in REFUSAL_ROWS) == len(refused), (refused, text)
+    assert INVALID_FOLDER_ROW not in text, text
+    if any(n["type"] == "FaceMigration_FaceAnalysisLoader" for n in workflow["nodes"]) and missing:
+        assert "insightface / scrfd_10g_bnkps.onnx" in text, "antelopev2 is not flagged"
+
+
+def combo_options(spec: list) -> list:
+    """The choices of an object_info input spec: `[[...], {...}]` or `["COMBO", {"options": [...]}]`."""
+    if spec and isinstance(spec[0], list):
+        return spec[0]
+    return spec[1].get("options", []) if spec and spec[0] == "COMBO" and len(spec) > 1 else []
 
 
 def absent_model_choices(workflow: dict, object_info: dict, schemas: dict) -> set[tuple[str, str, str]]:
@@ -202,9 +226,8 @@ def absent_model_choices(workflow: dict, object_info: dict, schemas: dict) -> se
             key = (node["type"], slot.spec.name)
             if slot.role != "value" or key not in CORE_MODEL_COMBOS.keys() | PACK_MODEL_COMBOS:
                 continue
-            spec = object_info[node["type"]]["input"]["required"][slot.spec.name]
-            listed = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
-            if value not in listed:
+            inputs = object_info[node["type"]]["input"]
+            if value not in combo_options({**inputs.get("required", {}), **inputs.get("optional", {})}[slot.spec.name]):
                 absent.add((*key, value))
     return absent
 
@@ -290,6 +313,42 @@ def test_template_browser_lists_titles_in_order(page, comfy):
         assert name["name"] not in text.split(), f"{name['name']} shown under its file name"
     if version.startswith(BUNDLED_FRONTEND):  # 1.27 shows the descriptions on the cards
         assert all(t["description"] in text for t in index["templates"]), text
+
+
+PACK_MODEL_ENTRIES = """() => app.graph.serialize().nodes.filter(n => n.type.startsWith('FaceMigration_'))
+    .map(n => [n.id, n.properties.models ?? []])"""
+
+
+def test_installed_face_models_are_not_flagged(page, comfy, tiny_face):
+    """With the face models installed (tiny files under the real names of antelopev2 and BiSeNet), a workflow
+    flags none of them and still flags the absent EVA-CLIP .pt. Frontend 1.27 checks `models` entries against
+    ComfyUI's model listing, which never shows .onnx: without web/missing_models.js it would call antelopev2
+    missing while installed. The loaders keep their entries (a saved workflow still names the files)."""
+    page.goto(comfy.url + "/")  # the node lists as the server has them now
+    page.wait_for_function("() => window.app?.graph && Object.keys(LiteGraph.registered_node_types).length > 100",
+                           timeout=90_000)
+    close_dialogs(page)
+    path = REPO / "workflows" / "flux1_dev_pulid.json"
+    workflow = json.loads(path.read_text())
+    page.evaluate(DROP_FILE, [path.name, path.read_text()])
+    page.wait_for_function(f"() => app.graph.nodes.length === {len(workflow['nodes'])}", timeout=30_000)
+    page.wait_for_timeout(3000)  # the missing-model check is asynchronous
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
+    text = "\n".join(page.evaluate(DIALOG_TEXTS))
+    candidates = page.evaluate(MISSING_MODEL_CANDIDATES)
+    kept = dict(page.evaluate(PACK_MODEL_ENTRIES))
+    close_dialogs(page)
+    installed = ("scrfd_10g_bnkps.onnx", "glintr100.onnx", "parsing_bisenet.pth")
+    eva = "EVA02_CLIP_L_336_psz14_s6B.pt"
+    if version.startswith(BUNDLED_FRONTEND):
+        assert not [name for name in installed if name in text], f"installed files flagged:\n{text}"
+        assert f"text_encoders / {eva}" in text, text
+    else:
+        flagged = {c["name"] for c in candidates if c.get("isMissing")}
+        assert not flagged & set(installed) and eva in flagged, flagged
+    saved = {n["id"]: n["properties"]["models"] for n in workflow["nodes"] if n["properties"].get("models")
+             and n["type"].startswith("FaceMigration_")}
+    assert {i: kept[i] for i in saved} == saved, "a loader lost its models entries"
 
 
 # A graph built in the page and queued from it, so the page's own websocket gets the "executed" messages.
