@@ -622,7 +622,7 @@ def build_two_people(g: Graph) -> dict:
     positive, negative = prompt_nodes(g, prompt, clip, text, 3.5)
     g.group("Prompt", prompt.nodes)
     width, height = 1024, 768
-    left, right = columns(g, x, FACE_WIDTH - 20, FACE_WIDTH - 20)
+    left, right = columns(g, x, FACE_WIDTH - 30, FACE_WIDTH - 30)  # narrow enough to fit the graph at >= 0.6
     ids, photos = [], []
     for column, side in ((left, "Left"), (right, "Right")):
         photo = column.add("LoadImage", title=f"{side} person", min_height=PHOTO_HEIGHT,
@@ -646,7 +646,7 @@ def build_two_people(g: Graph) -> dict:
                          title="Apply right face", kind=ADVANCED_APPLY_NODE)
     decode = sampler_nodes(g, sampling, second.out(0), positive, negative, vae, width, height, 20, 7)
     x = g.group("Sampling", sampling.nodes)
-    output = Column(g, x, 400)  # "filename_prefix  face_migration/two_people"
+    output = Column(g, x, 390)  # "filename_prefix  face_migration/two_people"
     save_image(g, output, decode.out(0), "face_migration/two_people")
     for side, photo in zip(("Left", "Right"), photos):
         face_similarity(g, output, models, photo, decode.out(0), title=f"{side} face similarity")

@@ -188,3 +188,20 @@ def test_pulid_file_that_does_not_fit_the_eva_tower(comfy, tiny_face):
     assert error["node_type"] == ENCODE
     assert "EVA-CLIP model (hidden width 64, head 768) does not fit the PuLID model, which expects hidden " \
            "width 1024" in error["exception_message"]
+
+
+def test_face_analysis_files_are_chosen_listed_and_checked(comfy, tiny_face):
+    """Load Face Analysis lists antelopev2's .onnx files (the frontends' Missing Models check reads the list),
+    loads the chosen ones, refuses an absent one before the run with the download command, and takes a name
+    only: a path out of the antelopev2 folder is refused like an absent file."""
+    inputs = comfy.object_info()["FaceMigration_FaceAnalysisLoader"]["input"]["optional"]
+    for name, expected in (("detector_file", "scrfd_10g_bnkps.onnx"), ("recognizer_file", "glintr100.onnx")):
+        options = inputs[name][1]["options"] if inputs[name][0] == "COMBO" else inputs[name][0]
+        assert options[0] == expected and set(options) == {"scrfd_10g_bnkps.onnx", "glintr100.onnx"}
+    chosen = encode_only(tiny_face)
+    chosen["face_analysis"]["inputs"].update(detector_file="scrfd_10g_bnkps.onnx", recognizer_file="glintr100.onnx")
+    assert "1 face(s) found by SCRFD" in info_text(comfy.run(chosen))
+    for name in ("scrfd_2.5g.onnx", "../../../insightface/models/antelopev2/scrfd_10g_bnkps.onnx"):
+        chosen["face_analysis"]["inputs"]["detector_file"] = name
+        with pytest.raises(AssertionError, match=r"was not found.*python -m face_migration download --missing"):
+            comfy.submit(chosen)
