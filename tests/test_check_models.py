@@ -352,3 +352,19 @@ def test_a_missing_files_message_names_the_download_command():
     for model in catalog.MODEL_FILES:
         hint = model.download_hint()
         assert model.url in hint and "python -m face_migration download --missing" in hint
+
+
+def test_a_chosen_file_is_found_by_name_in_the_accepted_folders_only(tmp_path):
+    """Load Face Analysis's file widgets name a file of antelopev2's folders (nested layout too); a path is
+    never followed out of them."""
+    scrfd = catalog.BY_KEY["scrfd"]
+    roots = [str(tmp_path / "insightface")]
+    nested = tmp_path / "insightface" / "models" / "antelopev2" / "antelopev2"
+    nested.mkdir(parents=True)
+    (nested / "scrfd_2.5g.onnx").write_bytes(DATA)
+    (tmp_path / "outside.onnx").write_bytes(DATA)
+    assert catalog.find_in_folders(scrfd, roots, "scrfd_2.5g.onnx") == str(nested / "scrfd_2.5g.onnx")
+    assert catalog.find_in_folders(scrfd, roots) is None  # the catalogue's own name is not there
+    for path in ("../../../../outside.onnx", "..\\..\\..\\..\\outside.onnx", str(tmp_path / "outside.onnx")):
+        assert catalog.find_in_folders(scrfd, roots, path) is None
+    assert "scrfd_2.5g.onnx (SCRFD face detector" in catalog.missing_file_message(scrfd, roots, "scrfd_2.5g.onnx")
