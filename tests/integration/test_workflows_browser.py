@@ -181,6 +181,12 @@ def test_workflow_loads_in_the_frontend(page, comfy, schemas, path):
         assert candidates is not None, f"frontend {version}: no missing-model store found"
         flagged = {(c["nodeType"], c["widgetName"], c["name"]) for c in candidates if c.get("isMissing")}
         assert absent_model_choices(workflow, comfy.object_info(), schemas) <= flagged, f"frontend {version}: {flagged}"
+        # Each flagged file of a pack loader carries the folder and URL of the node's entry (its row's details).
+        declared = {e["name"]: e for n in workflow["nodes"] for e in n.get("properties", {}).get("models", [])}
+        for c in candidates:
+            if c.get("isMissing") and c["nodeType"].startswith("FaceMigration_"):
+                assert (c.get("directory"), c.get("url")) == (declared[c["name"]]["directory"],
+                                                              declared[c["name"]]["url"]), c
         return
     assert_missing_models_listed(workflow, "\n".join(dialogs), comfy.object_info())
     saved_view = workflow["extra"]["ds"]
