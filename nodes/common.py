@@ -57,12 +57,15 @@ def model_choices(folder: str, model: ModelFile, extensions: tuple[str, ...]) ->
     return preferred + [f for f in files if f not in preferred]
 
 
+REFRESH_HINT = "Then press R in the browser to refresh the file lists."
+
+
 def check_file_choice(folder: str, filename: str, model: ModelFile) -> bool | str:
     """A loader's validate_inputs answer: True when the file is there, else where to download it."""
     if folder_paths.get_full_path(folder, filename) is not None:
         return True
     return (f"'{filename}' is not in {folder_hint(folder)}. {model.download_hint()} Licence: {model.licence}. "
-            f"Then press R in the browser to refresh the file lists.")
+            f"{REFRESH_HINT}")
 
 
 def resolve_model_file(folder: str, filename: str, model: ModelFile) -> str:

@@ -21,8 +21,8 @@ from ..face_migration.face.pipeline import COMBINE_MODES, FaceModels, encode_ide
 from ..face_migration.face.recognition import load_arcface
 from ..face_migration.face.retinaface import load_retinaface
 from ..face_migration.face.selection import FACE_ORDERS
-from .common import (CATEGORY, PulidId, PulidModel, check_file_choice, find_catalog_file, folder_hint, load_cached,
-                     managed, model_choices, resolve_model_file, schema_extras, subfolder_choices)
+from .common import (CATEGORY, REFRESH_HINT, PulidId, PulidModel, check_file_choice, find_catalog_file, folder_hint,
+                     load_cached, managed, model_choices, resolve_model_file, schema_extras, subfolder_choices)
 
 FaceAnalysis = io.Custom("FACE_MIGRATION_FACE_ANALYSIS")
 EvaClip = io.Custom("FACE_MIGRATION_EVA_CLIP")
@@ -88,7 +88,7 @@ class FaceAnalysisLoader(io.ComfyNode):
             try:
                 find_catalog_file(model, filename)
             except ModelFileError as missing:
-                return f"{missing} Then press R in the browser to refresh the file lists."
+                return f"{missing} {REFRESH_HINT}"
         return True
 
     @classmethod
