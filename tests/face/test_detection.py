@@ -1,5 +1,5 @@
 import numpy as np
-from tests.face import onnx_graphs
+from devkit import onnx_graphs
 import pytest
 
 from face_migration.errors import ModelFileError

@@ -5,7 +5,7 @@ import pytest
 
 from face_migration.errors import FaceMigrationError
 from face_migration.face import onnx_runtime
-from tests.face import onnx_graphs
+from devkit import onnx_graphs
 
 CPU, CUDA, DML = "CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider"
 

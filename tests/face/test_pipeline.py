@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage import data
 
-from tests.face import onnx_graphs
+from devkit import onnx_graphs
 from face_migration.errors import FaceMigrationError, InvalidInputError, NoFaceError
 from face_migration.face import pipeline
 from face_migration.face.bisenet import BiSeNet, BiSeNetConfig

@@ -3,7 +3,7 @@ import pytest
 
 from face_migration.errors import ModelFileError
 from face_migration.face import recognition
-from tests.face import onnx_graphs
+from devkit import onnx_graphs
 
 
 def _recognizer(tmp_path, **graph_args):

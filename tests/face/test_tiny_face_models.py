@@ -1,4 +1,4 @@
-"""The tiny face model files (tests/tiny_face_models.py) load through the library's own loaders under their
+"""The tiny face model files (devkit/tiny_face_models.py) load through the library's own loaders under their
 real names, and behave as the integration tests and workflow runs rely on: one face per red square, RetinaFace
 finding a face beside SCRFD's, and an EVA tower that fits the tiny PuLID file (and not conftest's other one)."""
 import numpy as np
@@ -14,8 +14,8 @@ from face_migration.face.recognition import load_arcface
 from face_migration.face.retinaface import load_retinaface
 from face_migration.pulid.model import PulidFlux
 from face_migration.pulid.weights import load_pulid_flux
-from tests import tiny_face_models as tiny
-from tests.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX
+from devkit import tiny_face_models as tiny
+from devkit.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,11 @@ TINY_FLUX_NAME = "tiny_flux.safetensors"
 PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
 PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit that FLUX
 
+from devkit.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
 from face_migration.support import checkout_version  # noqa: E402
 
-sys.path.insert(0, str(REPO / "tests"))  # tiny_pulid.py, make_tiny_flux.py
+sys.path.insert(0, str(REPO / "tests"))  # make_tiny_flux.py
 from make_tiny_flux import write_tiny_flux  # noqa: E402
-from tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,8 +270,8 @@ def another_comfy(comfyui, tmp_path_factory):
 def tiny_face(comfy):
     """Tiny face-pipeline models under their real names in the server's models folder (antelopev2, EVA-CLIP,
     facexlib, a PuLID file fitting both the tiny EVA and the tiny FLUX) and test photos in its input folder:
-    see tests/tiny_face_models.py. Returns the file names to use in prompts."""
-    from tests.tiny_face_models import install
+    see devkit/tiny_face_models.py. Returns the file names to use in prompts."""
+    from devkit.tiny_face_models import install
     return install(comfy.base / "models", comfy.base / "input")
 
 

@@ -1,4 +1,4 @@
-"""The face nodes in a real ComfyUI, with tiny models under their real file names (tests/tiny_face_models.py):
+"""The face nodes in a real ComfyUI, with tiny models under their real file names (devkit/tiny_face_models.py):
 LoadImage -> loaders -> Encode Face -> Apply PuLID -> KSampler (tiny FLUX), previews, info, Face Similarity,
 error cases, and ComfyUI's cache keeping the encoded identity while Apply's weight changes."""
 import shutil

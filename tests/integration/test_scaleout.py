@@ -24,7 +24,7 @@ from face_migration.selfhost.access import TOKEN_ENV, TOKEN_FILENAME
 from tests.integration.conftest import TINY_FLUX_NAME, _free_port, install_packs, start_comfy
 # `api`: test_selfhost_api's fixture (the session server with the test templates), used here as well.
 from tests.integration.test_selfhost_api import EXAMPLE, HOSTED_URL, ROUTE, TOKEN, api, api_prompts  # noqa: F401
-from tests.tiny_face_models import install as install_face_models
+from devkit.tiny_face_models import install as install_face_models
 
 REPO = Path(__file__).resolve().parents[2]
 SITE_TEMPLATE = REPO / "docs" / "nginx-face-migration.conf"

@@ -5,7 +5,7 @@ Substitutions (the real files are gigabytes): the FLUX UNet -> the session's tin
 a random VAE with FLUX's VAE layout, the PuLID, EVA-CLIP, BiSeNet and antelopev2 files -> tiny random
 ones with the real layouts (the ONNX detector "sees" a red square painted on the photo), CLIP/T5 text
 encoding -> seeded random conditioning (the test helper node), the image size -> 128 px, the step count
--> 2, and the API endpoint -> the local fake API. The face models come from tests/tiny_face_models.py. Everything else (node types, links, widget values) is the workflow's."""
+-> 2, and the API endpoint -> the local fake API. The face models come from devkit/tiny_face_models.py. Everything else (node types, links, widget values) is the workflow's."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.remote.fake_moark import FakeMoArk, Reply
-from tests.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
+from devkit.tiny_face_models import FACE, LEFT_FACE, RIGHT_FACE, red_face_photo
 from devkit.workflow_validation import (USER_FILE_COMBOS, input_specs, load_schemas, model_file_folder, pack_snapshot,
                                         nodes_in_group, to_api)
 

@@ -6,7 +6,7 @@ from face_migration.errors import IncompatibleModelError
 from face_migration.pulid.identity import PulidIdentity, identity_from_embeddings
 from face_migration.pulid.model import PulidConfig
 from face_migration.pulid.weights import load_pulid_flux
-from tests.tiny_pulid import write_tiny_pulid
+from devkit.tiny_pulid import write_tiny_pulid
 
 CFG = PulidConfig(encoder_dim=64, encoder_depth=5, num_queries=4, num_id_tokens=2, id_input_dim=24,
                   id_mapping_dim=16, vit_dim=16, vit_mapping_dim=32, token_dim=32, flux_hidden=48,

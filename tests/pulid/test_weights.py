@@ -10,7 +10,7 @@ from face_migration.errors import ModelFileError
 from face_migration.pulid.model import PulidConfig, PulidFlux
 from face_migration.pulid.weights import (check_layout, config_from_shapes, expected_layout, load_pulid_flux,
                                           weights_fingerprint)
-from tests.tiny_pulid import make_tiny_pulid_state_dict
+from devkit.tiny_pulid import make_tiny_pulid_state_dict
 
 # The 312 tensors of the real pulid_flux_v0.9.x.safetensors (keys and shapes, from the research notes).
 REAL_KEYS = Path("tests/fixtures/pulid_flux_keys.json")

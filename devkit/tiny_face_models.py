@@ -2,12 +2,12 @@
 ComfyUI models directory, plus test photos, so loaders, Encode Face and the shipped workflows run in a real
 ComfyUI without the gigabytes of real weights.
 
-    from tests.tiny_face_models import install
+    from devkit.tiny_face_models import install
     files = install(models_dir, input_dir)   # idempotent; returns the names to put in prompts
 
 What is written (all seeded, so files are reproducible; about 30 MB in all, most of it the PuLID file):
 - insightface/models/antelopev2/scrfd_10g_bnkps.onnx, glintr100.onnx: the tiny graphs of
-  tests/face/onnx_graphs.py. The detector "sees a face" on each stride-32 cell of its 640 input that is
+  devkit/onnx_graphs.py. The detector "sees a face" on each stride-32 cell of its 640 input that is
   pure red (only fully red cells fire), with a 3 x 3 cell box centred on the cell's centre and face-like
   keypoints. The photos below place red squares so that exactly one cell per square is fully red.
 - clip/EVA02_CLIP_L_336_psz14_s6B_visual.safetensors: an EVA02 tower 64 wide, 21 blocks, 336 px input,
@@ -36,8 +36,8 @@ from skimage import data
 from face_migration.face.bisenet import BiSeNet, BiSeNetConfig
 from face_migration.face.eva_clip import VISUAL_PREFIX, EvaVisionConfig, expected_layout
 from face_migration.face.retinaface import RetinaFace, RetinaFaceConfig
-from tests.face import onnx_graphs
-from tests.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid
+from devkit import onnx_graphs
+from devkit.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid
 
 ANTELOPEV2 = "insightface/models/antelopev2"
 SCRFD_PATH = f"{ANTELOPEV2}/scrfd_10g_bnkps.onnx"
