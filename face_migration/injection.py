@@ -4,8 +4,10 @@ ComfyUI calls a `patches_replace["dit"][("double_block" | "single_block", i)]` p
 `patch(args, {"original_block": fn})`, where `args` holds `img` (and `txt` for double blocks), `vec`,
 `pe`, `attn_mask` and `transformer_options`; it expects a dict with `img` (and `txt`) back. A
 DIFFUSION_MODEL wrapper is called as `wrapper(executor, x, timestep, context, y, guidance, ref_latents,
-control, transformer_options, ...)` and a SAMPLER_SAMPLE wrapper as `wrapper(executor, guider, sigmas,
-extra_args, ...)`. These are plain Python conventions, so this module needs no `comfy` import and is tested
+control, transformer_options, ...)` for FLUX.1 but `(executor, x, timestep, context, guidance, control,
+transformer_options, ...)` for Chroma, so its arguments are read by name through the signature of the model's
+own `_forward` (the executor's `original`); a SAMPLER_SAMPLE wrapper is called as `wrapper(executor, guider,
+sigmas, extra_args, ...)`. These are plain Python conventions, so this module needs no `comfy` import and is tested
 with dicts and tensors.
 
 The maths is the official one: after the chosen blocks, `img += weight * CA(id_tokens, img)` on the
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
+import inspect
 import logging
 import math
 import threading
@@ -408,8 +412,40 @@ class PulidBlockPatch:
 
 
 def token_count(shape, patch: int) -> tuple[int, int]:
-    """The token grid FLUX makes of a latent of this shape (odd sizes are padded up)."""
-    return (shape[-2] + patch // 2) // patch, (shape[-1] + patch // 2) // patch
+    """The token grid a FLUX.1-family model makes of an input of this shape: its sides padded up to a multiple
+    of the patch (FLUX.1 and Chroma: 2 on the latent; Chroma Radiance: 16 on the pixels)."""
+    return -(-shape[-2] // patch), -(-shape[-1] // patch)
+
+
+# FLUX.1's `_forward` parameters (comfy.ldm.flux.model.Flux): they bind a call that comes without the model's
+# own method.
+FLUX_CALL = inspect.Signature(
+    [inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+       for name in ("timestep", "context", "y", "guidance", "ref_latents", "control", "transformer_options")]
+    + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
+
+
+@functools.lru_cache(maxsize=32)
+def _call_signature(function, is_method: bool) -> inspect.Signature:
+    """The parameters a call passes (a method's `self` left out). Cached per function, not per bound method,
+    so that no model is kept alive by the cache."""
+    signature = inspect.signature(function)
+    return signature.replace(parameters=list(signature.parameters.values())[is_method:])
+
+
+def bind_call(executor, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+    """A model call's arguments by name, bound to the signature of the `_forward` the executor ends in (FLUX.1's
+    takes y and ref_latents before transformer_options, Chroma's does not)."""
+    original = getattr(executor, "original", None)
+    function = getattr(original, "__func__", original)
+    signature = FLUX_CALL if original is None else _call_signature(function, function is not original)
+    try:
+        return signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise IncompatibleModelError(
+            f"PuLID: a call of the diffusion model does not fit the signature of its _forward ({exc}). Another "
+            f"node changes how the model is called; put Apply PuLID after it or remove it.") from None
 
 
 @dataclass
@@ -509,10 +545,6 @@ class PulidCallWrapper:
     It holds the Applies itself rather than finding them in the block patches: another pack's patch that
     replaces one of ours (and calls it, or not) must not hide an Apply from the other blocks."""
 
-    # Positions in Flux.forward(x, timestep, context, y, guidance, ref_latents, control, transformer_options).
-    TRANSFORMER_OPTIONS_ARG = 7
-    CONTEXT_ARG = 2
-
     def __init__(self, injections: tuple[Injection, ...]):
         self.injections = injections
 
@@ -532,10 +564,9 @@ class PulidCallWrapper:
     # again on every step. The model call between them is compiled as usual.
     @torch.compiler.disable
     def _plan(self, executor, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
-        in_kwargs = "transformer_options" in kwargs
-        options = kwargs["transformer_options"] if in_kwargs else args[self.TRANSFORMER_OPTIONS_ARG]
-        x = args[0] if args else kwargs["x"]
-        context = args[self.CONTEXT_ARG] if len(args) > self.CONTEXT_ARG else kwargs.get("context")
+        bound = bind_call(executor, args, kwargs)
+        options = bound.arguments.get("transformer_options") or {}
+        x, context = bound.arguments["x"], bound.arguments.get("context")
         patch = getattr(getattr(executor, "class_obj", None), "patch_size", 2)
         grid = token_count(x.shape, patch)
         run: RunRecord | None = options.get(RUN_KEY)
@@ -546,11 +577,8 @@ class PulidCallWrapper:
         plan = None
         if active:
             plan = CallPlan(math.prod(grid), 0 if context is None else context.shape[1], active)
-            options = {**options, PLAN_KEY: plan}
-            if in_kwargs:
-                kwargs = {**kwargs, "transformer_options": options}
-            else:
-                args = args[:self.TRANSFORMER_OPTIONS_ARG] + (options,) + args[self.TRANSFORMER_OPTIONS_ARG + 1:]
+            bound.arguments["transformer_options"] = {**options, PLAN_KEY: plan}
+            args, kwargs = bound.args, bound.kwargs
         # Set even when nothing is active, so that no outer call's plan is seen inside this one.
         token = _CALL_PLAN.set(plan)
         return args, kwargs, (token, run, call, active, plan)

@@ -460,6 +460,49 @@ def test_wrapper_passes_a_plan_in_a_copy_and_leaves_the_callers_dict():
     assert executor.seen[0][PLAN_KEY].image_tokens == 5 * 6 and PLAN_KEY not in caller
 
 
+class ChromaCall:
+    """A DIFFUSION_MODEL executor as ComfyUI makes it for Chroma: `original` is the model's `_forward`, whose
+    arguments (x, timestep, context, guidance, control, transformer_options) have no y or ref_latents."""
+
+    def __init__(self, patch_size: int):
+        self.class_obj = SimpleNamespace(patch_size=patch_size)
+        self.original = self._forward
+        self.seen = []
+
+    def _forward(self, x, timestep, context, guidance, control=None, transformer_options={}, **kwargs):
+        self.seen.append(transformer_options)
+        return x
+
+    def __call__(self, *args, **kwargs):
+        return self.original(*args, **kwargs)
+
+
+@pytest.mark.parametrize("patch_size, pixels, grid", [(2, (10, 14), (5, 7)), (16, (36, 52), (3, 4))],
+                         ids=["chroma_latent", "radiance_pixels"])
+def test_wrapper_reads_chromas_arguments_by_its_signature(patch_size, pixels, grid):
+    """Chroma's transformer_options is its 6th argument (FLUX.1's 8th): the plan reaches it, the caller's dict
+    stays as it was, and the token grid is the padded-up one (Radiance: 16-pixel patches, 36 px -> 3)."""
+    patch = PulidBlockPatch("double", 0, (Injection(random_model(), make_identity(), 1.0, ALWAYS),))
+    caller = options([1.0], patches={("double_block", 0): patch})
+    keys = set(caller)
+    executor = ChromaCall(patch_size)
+    x = torch.zeros(1, 3 if patch_size == 16 else 16, *pixels)
+    PulidCallWrapper(applies_in(caller))(executor, x, torch.ones(1), torch.zeros(1, TXT, 8), torch.zeros(1), None,
+                                         caller, attention_mask=None)
+    [seen] = executor.seen
+    plan = seen[PLAN_KEY]
+    assert (plan.image_tokens, plan.text_tokens) == (grid[0] * grid[1], TXT)
+    assert set(caller) == keys and set(seen) == keys | {PLAN_KEY}
+
+
+def test_a_call_that_does_not_fit_the_models_signature_is_a_typed_error():
+    executor = ChromaCall(2)
+    patch = PulidBlockPatch("double", 0, (Injection(random_model(), make_identity(), 1.0, ALWAYS),))
+    with pytest.raises(IncompatibleModelError, match="signature of its _forward"):
+        PulidCallWrapper(applies_in(options([1.0], patches={("double_block", 0): patch})))(
+            executor, torch.zeros(1, 16, 4, 4), ref_latents=None)
+
+
 class StandInFlux:
     """A FLUX forward with ComfyUI's token layout ([image, references] in double blocks, [text, image,
     references] in single blocks) and cheap blocks, calling the dit patches the way `style` does:
