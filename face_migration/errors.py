@@ -13,6 +13,10 @@ class IncompatibleModelError(FaceMigrationError):
     """Two models (or a model and an identity) that do not fit together."""
 
 
+class UnsupportedModelError(IncompatibleModelError):
+    """A diffusion model outside the FLUX.1 family (FLUX.2, other architectures), which PuLID-FLUX does not fit."""
+
+
 class IdentityFileError(ModelFileError):
     """A saved face identity file (.safetensors in models/pulid_identities) is unreadable, corrupt or too large."""
 

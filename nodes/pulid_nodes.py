@@ -1,4 +1,5 @@
-"""PuLID model loader and the Apply node: identity into ComfyUI's FLUX through block patches on a clone."""
+"""PuLID model loader and the Apply node: identity into ComfyUI's FLUX.1 or Chroma through block patches on a
+clone."""
 from __future__ import annotations
 
 import logging
@@ -6,13 +7,13 @@ import os
 
 import comfy.ops
 import comfy.patcher_extension
-from comfy.ldm.flux.model import Flux
 from comfy_api.v0_0_2 import io
 
 from ..face_migration.catalog import BY_KEY
 from ..face_migration.errors import IncompatibleModelError
 from ..face_migration.injection import (MAX_STEP, WEIGHT_MAX, WEIGHT_MIN, Injection, PercentRange, PulidBlockPatch,
                                         PulidCallWrapper, PulidRunWrapper, StepRange, UncondMode, block_patches)
+from ..face_migration.model_family import flux1_family
 from ..face_migration.pulid.model import FP8_CAST_TO, widen_fp8
 from ..face_migration.pulid.weights import load_pulid_flux
 from .common import (CATEGORY, LOG_PREFIX, PulidId, PulidModel, check_file_choice, folder_hint, load_cached, managed,
@@ -77,23 +78,19 @@ class PulidModelLoader(io.ComfyNode):
 
 
 def check_flux_model(diffusion_model, handle: PulidModelHandle) -> tuple[int, int]:
-    """(double, single) block counts of a FLUX model the PuLID weights fit, or a clear error naming both."""
+    """(double, single) block counts of a FLUX.1-family model (FLUX.1, Chroma, Chroma Radiance: told by
+    structure) the PuLID weights fit, or a typed error naming the model, the file and the reason."""
     cfg = handle.model.cfg
-    kind = type(diffusion_model).__name__
-    if not isinstance(diffusion_model, Flux) or not hasattr(diffusion_model, "single_blocks"):
+    model = flux1_family(diffusion_model)
+    placed = len(block_patches(model.double_blocks, model.single_blocks))
+    if model.hidden != cfg.flux_hidden or placed != cfg.num_ca:
         raise IncompatibleModelError(
-            f"Apply PuLID needs a FLUX.1 model (dev, schnell, Krea, Kontext); the connected model is {kind}. "
-            f"{handle.name} was trained for FLUX.1 (hidden size {cfg.flux_hidden}).")
-    hidden = diffusion_model.hidden_size
-    doubles, singles = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
-    placed = len(block_patches(doubles, singles))
-    if hidden != cfg.flux_hidden or placed != cfg.num_ca:
-        raise IncompatibleModelError(
-            f"The connected {kind} model (hidden size {hidden}, {doubles} double + {singles} single blocks, "
-            f"needs {placed} PuLID modules) does not fit {handle.name} (hidden size {cfg.flux_hidden}, "
-            f"{cfg.num_ca} PuLID modules). PuLID-FLUX works with FLUX.1 models only, not FLUX.2, Chroma, "
-            f"HunyuanVideo or SD3.")
-    return doubles, singles
+            f"The connected {model.name} model (hidden size {model.hidden}, {model.double_blocks} double + "
+            f"{model.single_blocks} single blocks, needs {placed} PuLID modules) does not fit {handle.name} "
+            f"(hidden size {cfg.flux_hidden}, {cfg.num_ca} PuLID modules). Full-size FLUX.1 and Chroma models "
+            f"have 19 double + 38 single blocks and take pulid_flux_v0.9.1.safetensors (20 modules); a pruned or "
+            f"distilled variant with fewer blocks does not fit it.")
+    return model.double_blocks, model.single_blocks
 
 
 def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing: str, start_step: int,
@@ -139,8 +136,9 @@ STEP_MEANING = ("Steps are counted from 0 in the sigmas the sampler of this run 
 def model_inputs() -> list:
     """The inputs the simple and the advanced Apply share, in their order on the node."""
     return [
-        io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Krea, Kontext), in fp32, fp16, bf16 or "
-                                        "fp8 weights; the identity is computed in the model's activation dtype."),
+        io.Model.Input("model", tooltip="A FLUX.1 model (dev, schnell, Krea, Kontext) or Chroma (Chroma1-HD, "
+                                        "Base, Radiance), in fp32, fp16, bf16 or fp8 weights; the identity is "
+                                        "computed in the model's activation dtype."),
         PulidModel.Input("pulid_model", tooltip="From Load PuLID-FLUX Model; the same one the identity "
                                                 "was encoded with."),
         PulidId.Input("pulid_id", tooltip="The face identity from Encode Face (PuLID)."),
