@@ -23,6 +23,7 @@ from face_migration.catalog import BY_KEY, model_by_filename  # noqa: E402
 from face_migration.support import TESTED_COMFYUI  # noqa: E402
 from devkit.workflow_validation import (assert_valid, input_specs, listed_by_model_folders, load_schemas,  # noqa: E402
                                        models_entry, widget_slots)
+from workflow_text_zh import template_locales, wide_chars, with_chinese_note  # noqa: E402  (this folder)
 
 OUT = REPO / "workflows"
 TEMPLATE_INDEX = REPO / "web" / "workflow_templates.json"  # read by web/workflow_templates.js
@@ -284,7 +285,7 @@ def note_height(text: str, width: int) -> int:
         if line.startswith("## "):
             lines += 2.2
         elif line.strip():
-            lines += max(1, -(-len(line) // per_line))
+            lines += max(1, -(-(len(line) + wide_chars(line)) // per_line))
         else:
             lines += 0.6  # paragraph spacing
     return int(50 + 15.5 * lines)
@@ -507,7 +508,7 @@ def notes_column(g: Graph, unet: str | None, notes: list[tuple[str, str]], face_
     """The Notes, left of every group: `notes` as (title, markdown), the first (How to use) at the top of the
     opening view, then the model files when the graph loads any. Returns the column, for a group below them."""
     column = Column(g, 0, NOTE_WIDTH)
-    for title, text in notes:
+    for title, text in with_chinese_note(g.name, notes):
         text = textwrap.dedent(text).strip()
         column.note(text, title, note_height(text, NOTE_WIDTH))
     if unet or face_files:
@@ -805,8 +806,8 @@ def build_identity(g: Graph) -> dict:
 def write_template_index() -> None:
     """Titles and descriptions for the template browser, in TEMPLATE_ORDER. The frontends turn '-' and '_' in
     a description into spaces, so a hyphen there is written as U+2011 (non-breaking hyphen)."""
-    templates = [{"name": name, "title": WORKFLOWS[name][1], "description": WORKFLOWS[name][2].replace("-", "\u2011")}
-                 for name in TEMPLATE_ORDER]
+    templates = [{"name": name, "title": WORKFLOWS[name][1], "description": WORKFLOWS[name][2].replace("-", "\u2011"),
+                  **template_locales(name)} for name in TEMPLATE_ORDER]
     data = {"title": TEMPLATE_CATEGORY, "templates": templates}
     TEMPLATE_INDEX.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 

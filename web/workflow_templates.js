@@ -5,6 +5,7 @@
 // of its own, from web/workflow_templates.json (written by scripts/build_workflows.py). Files, thumbnails and
 // loading stay the frontend's: a category's templates are fetched from /api/workflow_templates/<pack>/.
 import { api } from "../../scripts/api.js";
+import { app } from "../../scripts/app.js";
 
 // This file is served at /extensions/<pack folder>/, the name ComfyUI lists the pack's templates under.
 const PACK = decodeURIComponent(new URL(import.meta.url).pathname.split("/").slice(-2)[0]);
@@ -25,10 +26,13 @@ api.getWorkflowTemplates = async function () {
 api.getCoreWorkflowTemplates = async function (...args) {
   const [categories, listed, index] = await Promise.all([listCore(...args), listCustom(), loadIndex()]);
   const served = new Set(listed?.[PACK] ?? []);
+  // Titles in the interface language where the index has them (its "locales"): frontends 1.49 and later pass
+  // the language, 1.27 has it in its settings only.
+  const locale = args[0] ?? app.ui?.settings?.getSettingValue?.("Comfy.Locale");
   const templates = index.templates.filter((t) => served.has(t.name)).map((t) => ({
     name: t.name,
-    title: t.title,
-    description: t.description,
+    title: t.locales?.[locale]?.title ?? t.title,
+    description: t.locales?.[locale]?.description ?? t.description,
     mediaType: "image",
     mediaSubtype: "jpg",
   }));
