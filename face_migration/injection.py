@@ -23,6 +23,8 @@ Work is split so the sampling device never waits for the host inside the model:
   active it leaves nothing.
 - `PulidBlockPatch` only adds `weight * CA(tokens, region[rows])` as the plan says, and notes in the plan
   that it did (plain Python counters, no device work).
+- `PulidEvaluationWrapper` (once per model evaluation of the sampler) tells the run which step the sampler is
+  in when a second-order sampler evaluates its corrector after the step's callback.
 - `PulidRunWrapper` (once per sampling run) records on which steps each Apply's CA modules really ran and
   logs it, with a warning for an Apply that never was active and one for an Apply that was planned but never
   reached a block (another node replaced FLUX's forward).
@@ -72,17 +74,21 @@ class UncondMode(str, enum.Enum):
     NO_ID = "no ID"
 
 
-def step_indices(sigmas: torch.Tensor, schedule: torch.Tensor, finished: int | None = None) -> torch.Tensor:
+def reaches(sigmas: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """sigmas >= level, within the tolerance sigmas pass through ComfyUI with (broadcasts)."""
+    return sigmas >= level * (1 - SIGMA_RTOL) - 1e-6
+
+
+def step_indices(sigmas: torch.Tensor, schedule: torch.Tensor, current: int | None = None) -> torch.Tensor:
     """The step of the run each sigma belongs to. By sigma, step i holds the calls with sigma in
-    (schedule[i+1], schedule[i]] (a sigma above schedule[0] counts as step 0). When the sampler reports the
-    steps it has `finished` (ComfyUI's samplers call back once per step), a call is never counted past the
-    step the sampler is in: Heun's corrector at schedule[i+1] stays in step i, and of repeated sigmas each
-    step gets its own. CPU, float32."""
+    (schedule[i+1], schedule[i]] (a sigma above schedule[0] counts as step 0). When the sampler tells which
+    step it is in (`current`, see RunRecord), a call is never counted past it: of repeated sigmas each step
+    gets its own, and a corrector called at schedule[i+1] while the sampler is still in step i stays in step i.
+    CPU, float32."""
     s = sigmas.float().flatten()
     sched = schedule.float().flatten()
-    at_or_above = (sched[None, :] >= s[:, None] * (1 - SIGMA_RTOL) - 1e-6).sum(dim=1)
-    steps = (at_or_above - 1).clamp(min=0)
-    return steps if finished is None else steps.clamp(max=finished)
+    steps = (reaches(sched[None, :], s[:, None]).sum(dim=1) - 1).clamp(min=0)
+    return steps if current is None else steps.clamp(max=current)
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,10 @@ class CallInfo:
 
     @classmethod
     def from_options(cls, transformer_options: dict, x: torch.Tensor, grid: tuple[int, int],
-                     schedule: torch.Tensor | None, finished: int | None = None) -> "CallInfo":
+                     schedule: torch.Tensor | None, current: int | None = None) -> "CallInfo":
         """ComfyUI batches chunks (cond/uncond, listed in cond_or_uncond) of the same latents; sigmas holds one
-        value per latent or per row. `schedule`: the run's sigmas on the CPU, or None; `finished`: the steps the
-        sampler has reported done, or None."""
+        value per latent or per row. `schedule`: the run's sigmas on the CPU, or None; `current`: the step the
+        sampler is in, or None when it does not say."""
         rows = x.shape[0]
         chunk_kinds = list(transformer_options.get("cond_or_uncond") or [0])
         if rows % len(chunk_kinds):
@@ -123,7 +129,7 @@ class CallInfo:
             raise BatchMismatchError(f"PuLID: the model call has {sigmas.numel()} sigmas for {rows} batch rows; "
                                      f"expected 1, {chunk} or {rows}.")
         kinds = torch.tensor(chunk_kinds).repeat_interleave(chunk)
-        steps = None if schedule is None else step_indices(sigmas, schedule, finished)
+        steps = None if schedule is None else step_indices(sigmas, schedule, current)
         return cls(sigmas, steps, kinds == 1, torch.arange(rows) % chunk, chunk, grid, x.device, x.dtype)
 
 
@@ -454,10 +460,17 @@ class RunRecord:
     which they ran in every block (`full_steps`) or in some blocks only (`partial_steps`: a cache or another
     pack skipped the rest), the model calls they ran in, the blocks they ran in, and the model calls it was
     planned for. A step can take several model calls (CFG batches split by memory, second-order or restart
-    samplers). MultiGPU work units add from several threads."""
+    samplers). MultiGPU work units add from several threads.
+
+    The step the sampler is in (`current_step`) follows its callback, which ComfyUI's samplers call right after
+    each step's first model evaluation. A second-order sampler evaluates its corrector after that callback, and
+    Heun's corrector of step i runs at sigma schedule[i+1], the sigma step i+1 starts at: for the samplers named
+    in SAMPLERS_CORRECTING_AFTER_CALLBACK the evaluations after the callback of step i stay in step i until one
+    that is not the first and reaches schedule[i+1] (the first evaluation of step i+1)."""
     schedule: torch.Tensor
     model_sampling: object = None  # the model's, as the sampler has it: converts percents to sigmas
-    finished: int | None = None  # steps the sampler has reported done (None: it reports none)
+    corrects_after_callback: bool = False  # the sampler evaluates a step's correctors after its callback
+    current_step: int | None = None  # the step the sampler is in (None: it has not called back)
     windows: dict = field(default_factory=dict)  # Injection -> its StepRange or SigmaRange in this run
     planned_calls: dict = field(default_factory=dict)  # Injection -> model calls it was active in
     ran_calls: dict = field(default_factory=dict)  # Injection -> model calls its CA ran in
@@ -465,6 +478,25 @@ class RunRecord:
     full_steps: dict = field(default_factory=dict)  # Injection -> set of steps
     partial_steps: dict = field(default_factory=dict)  # Injection -> set of steps
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    _correcting: bool = False  # after a callback, before the next step's first evaluation
+    _evaluations: int = 0  # model evaluations since the last callback
+
+    def called_back(self, step: int) -> None:
+        """The sampler's callback: step `step` has made its first model evaluation."""
+        with self._lock:
+            self._correcting = self.corrects_after_callback
+            self.current_step = step if self._correcting else step + 1
+            self._evaluations = 0
+
+    def evaluation(self, sigma: torch.Tensor) -> None:
+        """The sampler evaluates the model (once per evaluation, whatever number of model calls it takes)."""
+        with self._lock:
+            if self._correcting and self._evaluations and self.current_step + 1 < self.schedule.numel():
+                # A host read per evaluation after a corrector, on these samplers only.
+                if bool(reaches(sigma.detach().float().max().cpu(), self.schedule[self.current_step + 1])):
+                    self.current_step, self._correcting = self.current_step + 1, False
+            self._evaluations += 1
 
     def window(self, inj: Injection) -> StepRange | SigmaRange:
         with self._lock:
@@ -559,7 +591,7 @@ class PulidCallWrapper:
             self._record(*after)
         return out
 
-    # Planning and recording are host work with per-step values (sigmas, the steps finished): under
+    # Planning and recording are host work with per-step values (sigmas, the step the sampler is in): under
     # torch.compile they run eagerly, so that dynamo neither specialises the model's graphs on them nor compiles
     # again on every step. The model call between them is compiled as usual.
     @torch.compiler.disable
@@ -572,7 +604,7 @@ class PulidCallWrapper:
         run: RunRecord | None = options.get(RUN_KEY)
         schedule = run.schedule if run is not None else options.get("sample_sigmas")
         call = CallInfo.from_options(options, x, grid, None if schedule is None else schedule.detach().cpu(),
-                                     run.finished if run is not None else None)
+                                     run.current_step if run is not None else None)
         active = {inj: a for inj in self.injections if (a := inj.plan(call, window_in(run, inj))) is not None}
         plan = None
         if active:
@@ -590,28 +622,54 @@ class PulidCallWrapper:
             run.add(call, self.injections, active, plan.ran if plan is not None else {})
 
 
+# ComfyUI's k-diffusion samplers (0.3.64 and 0.33.0) that evaluate the model again, after the callback that
+# follows a step's first evaluation and before the next step (their `sampler_function` names). Not sa_solver:
+# its optional PECE evaluation is at the step's own sigma, which the sigma alone attributes.
+SAMPLERS_CORRECTING_AFTER_CALLBACK = frozenset(f"sample_{name}" for name in (
+    "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "dpm_2_ancestral_RF", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_RF", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "seeds_2", "seeds_3",
+    "exp_heun_2_x0", "exp_heun_2_x0_sde"))
+
+
 class PulidRunWrapper:
     """SAMPLER_SAMPLE wrapper: one RunRecord per sampling run, reported when the run ends. It reads the model
-    sampling the guider samples with (percent timing) and counts the steps the sampler reports through its
-    callback (ComfyUI's samplers call it once per finished step, with the step's index)."""
+    sampling the guider samples with (percent timing), which sampler runs (the executor's KSAMPLER), and
+    follows the steps through the sampler's callback (ComfyUI's samplers call it after each step's first model
+    evaluation, with the step's index)."""
 
     def __deepcopy__(self, memo):
         return self
 
     def __call__(self, executor, guider, sigmas, extra_args, callback=None, *args, **kwargs):
         sampling = getattr(getattr(guider, "inner_model", None), "model_sampling", None)
-        record = RunRecord(sigmas.detach().float().cpu(), sampling)
+        function = getattr(getattr(executor, "class_obj", None), "sampler_function", None)
+        record = RunRecord(sigmas.detach().float().cpu(), sampling,
+                           getattr(function, "__name__", None) in SAMPLERS_CORRECTING_AFTER_CALLBACK)
         model_options = dict(extra_args.get("model_options") or {})
         model_options["transformer_options"] = {**model_options.get("transformer_options", {}), RUN_KEY: record}
 
         def counting_callback(step, *rest, **named):
             if isinstance(step, int):
-                record.finished = step + 1
+                record.called_back(step)
             return None if callback is None else callback(step, *rest, **named)
         out = executor(guider, sigmas, {**extra_args, "model_options": model_options}, counting_callback, *args,
                        **kwargs)
         record.report()
         return out
+
+
+class PulidEvaluationWrapper:
+    """CALC_COND_BATCH wrapper: tells the run record that the sampler evaluates the model (one call of
+    calc_cond_batch per evaluation, however many model calls its cond/uncond batches take)."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, executor, model, conds, x, timestep, model_options, *args, **kwargs):
+        run: RunRecord | None = (model_options.get("transformer_options") or {}).get(RUN_KEY)
+        if run is not None:
+            run.evaluation(timestep)
+        return executor(model, conds, x, timestep, model_options, *args, **kwargs)
 
 
 def block_patches(num_double: int, num_single: int) -> list[tuple[str, int, int]]:

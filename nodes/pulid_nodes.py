@@ -12,7 +12,8 @@ from comfy_api.v0_0_2 import io
 from ..face_migration.catalog import BY_KEY
 from ..face_migration.errors import IncompatibleModelError
 from ..face_migration.injection import (MAX_STEP, WEIGHT_MAX, WEIGHT_MIN, Injection, PercentRange, PulidBlockPatch,
-                                        PulidCallWrapper, PulidRunWrapper, StepRange, UncondMode, block_patches)
+                                        PulidCallWrapper, PulidEvaluationWrapper, PulidRunWrapper, StepRange,
+                                        UncondMode, block_patches)
 from ..face_migration.model_family import flux1_family
 from ..face_migration.pulid.model import FP8_CAST_TO, widen_fp8
 from ..face_migration.pulid.weights import load_pulid_flux
@@ -119,9 +120,10 @@ def apply_pulid(model, handle: PulidModelHandle, identity, weight: float, timing
     earlier = tuple(i for w in patched.get_wrappers(call_kind, WRAPPER_KEY) for i in w.injections)
     patched.remove_wrappers_with_key(call_kind, WRAPPER_KEY)
     patched.add_wrapper_with_key(call_kind, WRAPPER_KEY, PulidCallWrapper(earlier + (injection,)))
-    run_kind = comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE
-    if not patched.get_wrappers(run_kind, WRAPPER_KEY):
-        patched.add_wrapper_with_key(run_kind, WRAPPER_KEY, PulidRunWrapper())
+    for kind, wrapper in ((comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, PulidRunWrapper),
+                          (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, PulidEvaluationWrapper)):
+        if not patched.get_wrappers(kind, WRAPPER_KEY):
+            patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper())
     return patched
 
 

@@ -14,8 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from face_migration.errors import BatchMismatchError, FaceMigrationError, IncompatibleModelError, InvalidInputError
 from face_migration.injection import (MAX_STEP, PLAN_KEY, RUN_KEY, CallInfo, Injection, PercentRange, PulidBlockPatch,
-                                      PulidCallWrapper, PulidRunWrapper, RunRecord, SigmaRange, StepRange, UncondMode,
-                                      block_patches, check_mask, find_plan, mask_to_tokens, step_indices)
+                                      PulidCallWrapper, PulidEvaluationWrapper, PulidRunWrapper, RunRecord, SigmaRange,
+                                      StepRange, UncondMode, block_patches, check_mask, find_plan, mask_to_tokens,
+                                      step_indices)
 from face_migration.pulid.identity import PulidIdentity
 from face_migration.pulid.model import FP8_CAST_TO, PulidConfig, PulidFlux, widen_fp8
 from face_migration.pulid.weights import expected_layout, load_pulid_flux
@@ -552,33 +553,55 @@ class StandInFlux:
 
 
 class Done(int):
-    """In a stand-in sampler's list of calls: the sampler reports this step finished (its callback)."""
+    """In a stand-in sampler's list of evaluations: the sampler's callback for this step (ComfyUI's samplers
+    call it right after the step's first evaluation)."""
 
 
-def sample(run_wrapper, schedule, injections, sigmas_called, style="core", cached_calls=(), seed=0, guider="guider"):
-    """A stand-in sampler run: the SAMPLER_SAMPLE wrapper around one StandInFlux call per sigma (the calls
-    numbered in `cached_calls` reuse the cache) and a callback per Done(step). Returns the last call's image
-    tokens."""
+class StandInSampler:
+    """What ComfyUI hands a SAMPLER_SAMPLE wrapper: a callable with the KSAMPLER as class_obj, whose
+    sampler_function is named after the k-diffusion sampler."""
+
+    def __init__(self, name: str, body):
+        self.class_obj = SimpleNamespace(sampler_function=SimpleNamespace(__name__=f"sample_{name}"))
+        self.body = body
+
+    def __call__(self, *args):
+        return self.body(*args)
+
+
+def sample(run_wrapper, schedule, injections, sigmas_called, style="core", cached_calls=(), seed=0, guider="guider",
+           sampler="euler", calls_per_evaluation=1):
+    """A stand-in sampler run (`sampler` names it): the SAMPLER_SAMPLE wrapper around one evaluation per sigma,
+    through the CALC_COND_BATCH wrapper, of `calls_per_evaluation` StandInFlux calls (cond, uncond: CFG batches
+    split by memory; the evaluations numbered in `cached_calls` reuse the cache) and a callback per Done(step).
+    Returns the last call's image tokens."""
     flux = StandInFlux(style)
     patches = {(f"{kind}_block", block): PulidBlockPatch(kind, ca, injections)
                for kind, block, ca in block_patches(StandInFlux.DOUBLE, StandInFlux.SINGLE)}
     g = torch.Generator().manual_seed(seed)
     img, txt = torch.randn(1, 6, 32, generator=g), torch.randn(1, TXT, 32, generator=g)
 
-    def sampler(guider, sigmas, extra_args, callback, *rest):
-        opts = {**extra_args["model_options"]["transformer_options"], "cond_or_uncond": [0]}
+    def run(guider, sigmas, extra_args, callback, *rest):
+        model_options = extra_args["model_options"]
+
+        def calc_cond_batch(model, conds, x, timestep, model_options, cached):
+            for kind in range(calls_per_evaluation):
+                opts = {**model_options["transformer_options"], "cond_or_uncond": [kind], "sigmas": timestep}
+                out, _ = model_call(opts, lambda o: flux.forward(o, img.clone(), txt.clone(), cached), 1,
+                                    injections=injections)
+            return out
         out = None
         for n, s in enumerate(sigmas_called):
             if isinstance(s, Done):
                 callback(int(s), None, None, len(sigmas) - 1)
                 continue
-            out, _ = model_call({**opts, "sigmas": torch.tensor([s])},
-                                lambda o: flux.forward(o, img.clone(), txt.clone(), n in cached_calls), 1,
-                                injections=injections)
+            out = PulidEvaluationWrapper()(calc_cond_batch, None, None, None, torch.tensor([s]), model_options,
+                                           n in cached_calls)
         return out
     base_opts = {"patches_replace": {"dit": patches}}
     preview = lambda *progress: None  # noqa: E731 (ComfyUI passes the preview callback)
-    return run_wrapper(sampler, guider, schedule, {"model_options": {"transformer_options": base_opts}}, preview)
+    return run_wrapper(StandInSampler(sampler, run), guider, schedule,
+                       {"model_options": {"transformer_options": base_opts}}, preview)
 
 
 def test_run_record_names_the_active_steps_and_warns_when_never_active(model, caplog):
@@ -717,12 +740,46 @@ def logged(caplog, run) -> list[tuple[int, str]]:
     return [(r.levelno, r.getMessage()) for r in caplog.records]
 
 
-def test_heuns_corrector_call_belongs_to_its_step(model, caplog):
-    """Heun calls the model at sigma[i] and again at sigma[i+1] before it reports step i done. The corrector
-    at sigma 2 used to count as step 2 (start_step 2 gave the identity on 4 calls)."""
-    heun = [1.0, 0.75, Done(0), 0.75, 0.5, Done(1), 0.5, 0.25, Done(2), 0.25, Done(3)]  # the last step is Euler
+# The evaluations of ComfyUI's samplers over SCHEDULE, in their order (k_diffusion/sampling.py, 0.3.64 and 0.33.0):
+# each step's first evaluation, its callback, then the step's correctors. The last step (to sigma 0) has none.
+MID = [float((a * b) ** 0.5) for a, b in zip(SCHEDULE[:-2].tolist(), SCHEDULE[1:-1].tolist())]  # dpm_2's sigma_mid
+SAMPLER_ORDERS = {
+    "euler": [1.0, Done(0), 0.75, Done(1), 0.5, Done(2), 0.25, Done(3)],
+    # corrector at sigma[i+1]: the sigma step i+1 starts at
+    "heun": [1.0, Done(0), 0.75, 0.75, Done(1), 0.5, 0.5, Done(2), 0.25, 0.25, Done(3)],
+    "dpm_2": [1.0, Done(0), MID[0], 0.75, Done(1), MID[1], 0.5, Done(2), MID[2], 0.25, Done(3)],
+    # correctors at sigma[i+1] and sigma[i+2]; one at the step before last
+    "heunpp2": [1.0, Done(0), 0.75, 0.5, 0.75, Done(1), 0.5, 0.25, 0.5, Done(2), 0.25, 0.25, Done(3)],
+}
+# Per sampler, the model evaluations of steps 2-3 and of steps 0-1.
+EVALUATIONS = {"euler": (2, 2), "heun": (3, 4), "dpm_2": (3, 4), "heunpp2": (3, 6)}
+
+
+@pytest.mark.parametrize("calls_per_evaluation", [1, 2])
+@pytest.mark.parametrize("sampler", sorted(SAMPLER_ORDERS))
+def test_a_correctors_call_belongs_to_the_step_the_sampler_is_in(model, caplog, sampler, calls_per_evaluation):
+    """The identity with start_step 2, and with end_step 2, on each sampler's order of evaluations, one or two
+    model calls each (cond and uncond split by memory). Heun's corrector of step 1, called after step 1's
+    callback at step 2's sigma, used to be counted in step 2 (start_step 2: 4 calls with the identity instead of
+    3; end_step 2: 2 instead of 4 model calls); heunpp2's second corrector in step i+1."""
+    late, early = (Injection(model, make_identity(), 1.0, window) for window in (StepRange(2, 100), StepRange(0, 2)))
+    records = {}
+    for injection in (late, early):
+        caplog.clear()
+        [(_, info)] = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,), SAMPLER_ORDERS[sampler],
+                                                    sampler=sampler, calls_per_evaluation=calls_per_evaluation))
+        records[injection] = info
+    late_calls, early_calls = (n * calls_per_evaluation for n in EVALUATIONS[sampler])
+    assert f"active on steps [2, 3] of this run's 4 steps ({late_calls} model calls" in records[late]
+    assert f"active on steps [0, 1] of this run's 4 steps ({early_calls} model calls" in records[early]
+
+
+def test_a_sampler_not_known_to_correct_after_its_callback_is_followed_by_sigma(model, caplog):
+    """A sampler of another pack whose corrector lies between two sigmas of the schedule: counted by sigma in
+    the step the callback started."""
+    order = [1.0, Done(0), MID[0], 0.75, Done(1), MID[1], 0.5, Done(2), MID[2], 0.25, Done(3)]
     injection = Injection(model, make_identity(), 1.0, StepRange(2, 100))
-    [(_, info)] = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,), heun))
+    [(_, info)] = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,), order, sampler="other"))
     assert "active on steps [2, 3] of this run's 4 steps (3 model calls" in info
 
 
