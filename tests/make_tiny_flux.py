@@ -1,12 +1,15 @@
-"""A random FLUX.1-dev diffusion model file small enough for CPU tests, in the key layout of the real one.
+"""Random FLUX.1-family diffusion model files small enough for CPU tests, in the key layout of the real ones:
+FLUX.1-dev, Chroma (Chroma1-HD / Base) and Chroma1-Radiance.
 
-    python tests/make_tiny_flux.py OUT.safetensors [--seed N]
+    python tests/make_tiny_flux.py OUT.safetensors [--family flux1|chroma|chroma_radiance] [--seed N]
 
-ComfyUI 0.3.64 detects a FLUX file by its keys but takes the width from constants (hidden 3072, 24 heads,
-text context 4096); only the block counts, the input widths and the guidance embedder come from the
-weights. So the file keeps FLUX.1's full width and cuts the depth to one double and one single block
-(545 M parameters, 1.1 GB in bf16), which ComfyUI loads with its own UNETLoader as FLUX.1-dev.
-`tests/integration/test_tiny_flux.py` checks the layout against ComfyUI's own FLUX and model detection.
+ComfyUI 0.3.64 detects these files by their keys but takes most widths from constants (hidden 3072, 24 heads,
+text context 4096; Chroma's modulation approximator 64 -> 5120 x 5 -> 3072; Radiance's NeRF head); only the
+block counts, the input widths and the guidance embedder come from the weights. So the files keep the full
+widths and cut the depth to one double and one single block: FLUX.1-dev 545 M parameters (1.1 GB in bf16),
+Chroma 631 M (1.3 GB), Chroma Radiance 1.24 G (2.5 GB, most of it the NeRF head's parameter generators), which
+ComfyUI loads with its own UNETLoader as Flux, Chroma and ChromaRadiance.
+`tests/integration/test_tiny_flux.py` checks the layouts against ComfyUI's own models and model detection.
 
 The file is written tensor by tensor: only one tensor is in memory at a time, whatever the file size.
 """
@@ -31,12 +34,27 @@ POOLED_DIM = 768  # CLIP-L
 TIMESTEP_DIM = 256
 MLP_RATIO = 4
 WEIGHT_STD = 0.02
+FAMILIES = ("flux1", "chroma", "chroma_radiance")
+# Chroma's modulation approximator: 16-dim timestep and guidance + 32-dim index embeddings in, one modulation
+# vector per slot out (sizes fixed by ComfyUI's model detection).
+APPROXIMATOR_IN, APPROXIMATOR_HIDDEN, APPROXIMATOR_LAYERS = 64, 5120, 5
+# Chroma Radiance works on pixels: 16 x 16 RGB patches in, a per-patch NeRF head out.
+PIXEL_CHANNELS, RADIANCE_PATCH = 3, 16
+NERF_HIDDEN, NERF_MLP_RATIO, NERF_DEPTH, NERF_MAX_FREQS = 64, 4, 4, 8
 
 
 def flux_layout(hidden: int = HIDDEN, heads: int = HEADS, double_blocks: int = DOUBLE_BLOCKS,
-                single_blocks: int = SINGLE_BLOCKS, guidance: bool = True) -> dict[str, tuple[int, ...]]:
-    """Every tensor of a FLUX.1 model (BFL names, as ComfyUI's comfy.ldm.flux.model.Flux has them) -> shape."""
+                single_blocks: int = SINGLE_BLOCKS, guidance: bool = True,
+                family: str = "flux1") -> dict[str, tuple[int, ...]]:
+    """Every tensor of a FLUX.1-family model (BFL names, as ComfyUI's comfy.ldm.flux / chroma / chroma_radiance
+    models have them) -> shape. FLUX.1 modulates each block from `vector_in` / `guidance_in` (`guidance`:
+    dev's distilled guidance, schnell has none); Chroma takes every modulation from its
+    `distilled_guidance_layer` instead; Chroma Radiance also patches pixels with a convolution and decodes
+    each patch with a NeRF head."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r}: expected one of {FAMILIES}")
     head_dim, mlp = hidden // heads, hidden * MLP_RATIO
+    modulated = family == "flux1"
     layout: dict[str, tuple[int, ...]] = {}
 
     def linear(name: str, fan_in: int, fan_out: int, bias: bool = True) -> None:
@@ -44,24 +62,36 @@ def flux_layout(hidden: int = HIDDEN, heads: int = HEADS, double_blocks: int = D
         if bias:
             layout[f"{name}.bias"] = (fan_out,)
 
-    def embedder(name: str, fan_in: int) -> None:  # Linear -> SiLU -> Linear
-        linear(f"{name}.in_layer", fan_in, hidden)
-        linear(f"{name}.out_layer", hidden, hidden)
+    def embedder(name: str, fan_in: int, width: int = hidden) -> None:  # Linear -> SiLU -> Linear
+        linear(f"{name}.in_layer", fan_in, width)
+        linear(f"{name}.out_layer", width, width)
 
     def qk_norm(prefix: str) -> None:  # RMSNorm scales of the per-head queries and keys
         layout[f"{prefix}.query_norm.scale"] = (head_dim,)
         layout[f"{prefix}.key_norm.scale"] = (head_dim,)
 
-    linear("img_in", LATENT_CHANNELS * PATCH * PATCH, hidden)
+    if family == "chroma_radiance":
+        layout["img_in_patch.weight"] = (hidden, PIXEL_CHANNELS, RADIANCE_PATCH, RADIANCE_PATCH)
+        layout["img_in_patch.bias"] = (hidden,)
+    else:
+        linear("img_in", LATENT_CHANNELS * PATCH * PATCH, hidden)
     linear("txt_in", CONTEXT_DIM, hidden)
-    embedder("time_in", TIMESTEP_DIM)
-    embedder("vector_in", POOLED_DIM)
-    if guidance:  # FLUX.1-dev's distilled guidance; schnell has none
-        embedder("guidance_in", TIMESTEP_DIM)
+    if modulated:
+        embedder("time_in", TIMESTEP_DIM)
+        embedder("vector_in", POOLED_DIM)
+        if guidance:  # FLUX.1-dev's distilled guidance; schnell has none
+            embedder("guidance_in", TIMESTEP_DIM)
+    else:
+        linear("distilled_guidance_layer.in_proj", APPROXIMATOR_IN, APPROXIMATOR_HIDDEN)
+        for i in range(APPROXIMATOR_LAYERS):
+            embedder(f"distilled_guidance_layer.layers.{i}", APPROXIMATOR_HIDDEN, APPROXIMATOR_HIDDEN)
+            layout[f"distilled_guidance_layer.norms.{i}.scale"] = (APPROXIMATOR_HIDDEN,)
+        linear("distilled_guidance_layer.out_proj", APPROXIMATOR_HIDDEN, hidden)
     for i in range(double_blocks):
         for stream in ("img", "txt"):
             block = f"double_blocks.{i}.{stream}"
-            linear(f"{block}_mod.lin", hidden, 6 * hidden)  # shift, scale, gate for attention and MLP
+            if modulated:
+                linear(f"{block}_mod.lin", hidden, 6 * hidden)  # shift, scale, gate for attention and MLP
             linear(f"{block}_attn.qkv", hidden, 3 * hidden)
             qk_norm(f"{block}_attn.norm")
             linear(f"{block}_attn.proj", hidden, hidden)
@@ -72,9 +102,20 @@ def flux_layout(hidden: int = HIDDEN, heads: int = HEADS, double_blocks: int = D
         linear(f"{block}.linear1", hidden, 3 * hidden + mlp)  # qkv and the MLP input in one matrix
         linear(f"{block}.linear2", hidden + mlp, hidden)
         qk_norm(f"{block}.norm")
-        linear(f"{block}.modulation.lin", hidden, 3 * hidden)
-    linear("final_layer.linear", hidden, PATCH * PATCH * LATENT_CHANNELS)
-    linear("final_layer.adaLN_modulation.1", hidden, 2 * hidden)
+        if modulated:
+            linear(f"{block}.modulation.lin", hidden, 3 * hidden)
+    if family == "chroma_radiance":
+        linear("nerf_image_embedder.embedder.0", PIXEL_CHANNELS + NERF_MAX_FREQS ** 2, NERF_HIDDEN)
+        for i in range(NERF_DEPTH):  # each generates a patch's gate, value and output matrices
+            linear(f"nerf_blocks.{i}.param_generator", hidden, 3 * NERF_HIDDEN ** 2 * NERF_MLP_RATIO)
+            layout[f"nerf_blocks.{i}.norm.scale"] = (NERF_HIDDEN,)
+        layout["nerf_final_layer_conv.norm.scale"] = (NERF_HIDDEN,)
+        layout["nerf_final_layer_conv.conv.weight"] = (PIXEL_CHANNELS, NERF_HIDDEN, 3, 3)
+        layout["nerf_final_layer_conv.conv.bias"] = (PIXEL_CHANNELS,)
+    else:
+        linear("final_layer.linear", hidden, PATCH * PATCH * LATENT_CHANNELS)
+        if modulated:
+            linear("final_layer.adaLN_modulation.1", hidden, 2 * hidden)
     return layout
 
 
@@ -115,10 +156,12 @@ def write_tiny_flux(path: str | Path, seed: int = 0, dtype: torch.dtype = torch.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="the .safetensors file to write")
+    parser.add_argument("--family", choices=FAMILIES, default="flux1")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = write_tiny_flux(args.output, args.seed)
-    print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB, {len(flux_layout())} tensors)")
+    layout = flux_layout(family=args.family)
+    path = write_tiny_flux(args.output, args.seed, layout=layout)
+    print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB, {len(layout)} tensors)")
     return 0
 
 

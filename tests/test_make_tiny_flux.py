@@ -34,3 +34,18 @@ def test_default_layout_is_flux1_dev_width_with_one_block_of_each_kind():
     assert layout["img_in.weight"] == (3072, 64) and layout["txt_in.weight"] == (3072, 4096)
     assert "guidance_in.in_layer.weight" in layout
     assert {k.split(".")[1] for k in layout if k.startswith(("double_blocks.", "single_blocks."))} == {"0"}
+
+
+def test_chroma_layouts_have_the_keys_comfyuis_detection_reads_and_no_flux1_modulation():
+    """ComfyUI (0.3.64, 0.33.0) tells Chroma by `distilled_guidance_layer.norms.0.scale` and Radiance by
+    `nerf_blocks.0.norm.scale` (Radiance has no img_in); Chroma has no per-block or vector modulation."""
+    flux, chroma, radiance = (flux_layout(family=f) for f in ("flux1", "chroma", "chroma_radiance"))
+    assert chroma["distilled_guidance_layer.norms.0.scale"] == (5120,)
+    assert chroma["distilled_guidance_layer.out_proj.weight"] == (3072, 5120)
+    assert "nerf_blocks.0.norm.scale" not in chroma and chroma["img_in.weight"] == flux["img_in.weight"]
+    flux1_only = {k for k in flux if k.startswith(("time_in", "vector_in", "guidance_in")) or "mod" in k}
+    assert flux1_only and not flux1_only & (set(chroma) | set(radiance))
+    assert radiance["img_in_patch.weight"] == (3072, 3, 16, 16) and "img_in.weight" not in radiance
+    assert radiance["nerf_blocks.3.param_generator.weight"] == (3 * 64 * 64 * 4, 3072)
+    assert set(chroma) - set(radiance) == {"img_in.weight", "img_in.bias", "final_layer.linear.weight",
+                                           "final_layer.linear.bias"}

@@ -7,7 +7,9 @@ needs torch and that ComfyUI's requirements. Every integration test runs once pe
 the version (`[comfyui-0.33.0]`); a path that holds no ComfyUI fails the run with a message. One server per
 checkout is shared by the tests; it gets a temporary --base-directory holding this pack and the test helper
 pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (written by tests/make_tiny_flux.py,
-1.1 GB; set COMFY_TINY_FLUX to such a file to reuse it) and tiny PuLID files in models/pulid; the
+1.1 GB; set COMFY_TINY_FLUX to such a file to reuse it) and tiny PuLID files in models/pulid; a test
+parametrised with EVERY_FAMILY adds a tiny Chroma (1.3 GB) and Chroma Radiance (2.5 GB) when it first runs
+(COMFY_TINY_CHROMA and COMFY_TINY_CHROMA_RADIANCE reuse such files); the
 `tiny_face` fixture adds the face models and test photos.
 
 Other settings: COMFYUI_EXTRA_ARGS (default "--cpu"), COMFYUI_START_TIMEOUT (s, default 180),
@@ -42,7 +44,7 @@ from devkit.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa
 from face_migration.support import checkout_version  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))  # make_tiny_flux.py
-from make_tiny_flux import write_tiny_flux  # noqa: E402
+from make_tiny_flux import flux_layout, write_tiny_flux  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,15 +108,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_flux(models: Path) -> None:
-    target = models / "diffusion_models" / TINY_FLUX_NAME
-    given = os.environ.get("COMFY_TINY_FLUX")
+# Tiny diffusion models per FLUX.1-family member: file name in models/diffusion_models, the environment variable
+# naming a ready-made one to reuse (written by tests/make_tiny_flux.py --family ...).
+TINY_MODELS = {"flux1": (TINY_FLUX_NAME, "COMFY_TINY_FLUX"),
+               "chroma": ("tiny_chroma.safetensors", "COMFY_TINY_CHROMA"),
+               "chroma_radiance": ("tiny_chroma_radiance.safetensors", "COMFY_TINY_CHROMA_RADIANCE")}
+
+
+def _tiny_model(models: Path, family: str = "flux1") -> str:
+    """Puts the tiny model of `family` into models/diffusion_models (once); returns its file name."""
+    name, variable = TINY_MODELS[family]
+    target = models / "diffusion_models" / name
+    given = os.environ.get(variable)
+    if target.exists():
+        return name
     if given:
         if not Path(given).is_file():
-            pytest.fail(f"COMFY_TINY_FLUX={given} is not a file")
+            pytest.fail(f"{variable}={given} is not a file")
         target.symlink_to(Path(given).resolve())
     else:
-        write_tiny_flux(target)
+        write_tiny_flux(target, layout=flux_layout(family=family))
+    return name
 
 
 class ComfyServer:
@@ -236,7 +250,7 @@ def start_comfy(install: ComfyInstall, base: Path, listen: str = "127.0.0.1",
 def comfy(comfyui, tmp_path_factory) -> ComfyServer:
     base = tmp_path_factory.mktemp(f"comfy_base_{comfyui.version}")
     install_packs(base)
-    _tiny_flux(base / "models")
+    _tiny_model(base / "models")
     pulid = base / "models" / "pulid"
     write_tiny_pulid(pulid / PULID_FILE, TINY_CFG_FOR_COMPAT_FLUX, seed=0)
     write_tiny_pulid(pulid / PULID_MISMATCH_FILE, dataclasses.replace(TINY_CFG_FOR_COMPAT_FLUX, num_ca=5), seed=0)
@@ -247,6 +261,18 @@ def comfy(comfyui, tmp_path_factory) -> ComfyServer:
         server.stop()
         # The generated FLUX is 1.1 GB; pytest keeps the last temp dirs, so keep only the log.
         shutil.rmtree(base / "models", ignore_errors=True)
+
+
+@pytest.fixture
+def family(request, comfy) -> str:
+    """The FLUX.1-family member a test samples ("flux1" unless parametrised with EVERY_FAMILY); its tiny model
+    is in the server's models folder."""
+    name = getattr(request, "param", "flux1")
+    _tiny_model(comfy.base / "models", name)
+    return name
+
+
+EVERY_FAMILY = pytest.mark.parametrize("family", list(TINY_MODELS), indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -278,17 +304,22 @@ def tiny_face(comfy):
 # ---------------------------------------------------------------------------------------------
 # API-format graphs: tiny FLUX -> (Apply PuLID)* -> KSampler -> latent digest.
 
-def flux_graph(applies=(), *, batch=1, cfg=1.0, steps=3, size=128, seed=42, tokens=32) -> dict:
-    """A prompt sampling the tiny FLUX. Each entry of `applies` adds one Apply node (chained in order):
-    a dict of Apply inputs to override, plus optional keys `identity_seed`, `identity_count`,
-    `pulid_file` and `mask` ("left" | "right" | "zero" | None: a region of the size x size image)."""
+def flux_graph(applies=(), *, batch=1, cfg=1.0, steps=3, size=128, seed=42, tokens=32, family="flux1") -> dict:
+    """A prompt sampling the tiny model of `family` (FLUX.1-dev unless the test's `family` fixture says
+    otherwise; Chroma Radiance samples pixels: a size x size image is as many tokens as FLUX.1's latent of it).
+    Each entry of `applies` adds one Apply node (chained in order): a dict of Apply inputs to override, plus
+    optional keys `identity_seed`, `identity_count`, `pulid_file` and `mask` ("left" | "right" | "zero" | None:
+    a region of the size x size image)."""
+    guidance = 3.5 if family == "flux1" else 0.0  # Chroma's default: it samples with real CFG instead
+    empty = "EmptyChromaRadianceLatentImage" if family == "chroma_radiance" else "EmptySD3LatentImage"
     g = {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_FLUX_NAME, "weight_dtype": "default"}},
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_MODELS[family][0],
+                                                        "weight_dtype": "default"}},
         "positive": {"class_type": "FaceMigrationTest_RandomConditioning", "inputs": {
-            "seed": 1, "tokens": tokens, "context_dim": 4096, "pooled_dim": 768, "guidance": 3.5}},
+            "seed": 1, "tokens": tokens, "context_dim": 4096, "pooled_dim": 768, "guidance": guidance}},
         "negative": {"class_type": "FaceMigrationTest_RandomConditioning", "inputs": {
-            "seed": 2, "tokens": tokens, "context_dim": 4096, "pooled_dim": 768, "guidance": 3.5}},
-        "latent": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
+            "seed": 2, "tokens": tokens, "context_dim": 4096, "pooled_dim": 768, "guidance": guidance}},
+        "latent": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": batch}},
     }
     model = ["unet", 0]
     for i, spec in enumerate(applies):
