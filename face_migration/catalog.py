@@ -108,9 +108,11 @@ MODEL_FILES: tuple[ModelFile, ...] = (
 BY_KEY = {m.key: m for m in MODEL_FILES}
 
 # ComfyUI's own FLUX files that the shipped workflows load with core nodes (UNETLoader, DualCLIPLoader,
-# VAELoader): the build script writes them into the workflows, check-models looks for them. Same sources
-# as ComfyUI's own FLUX templates. The FLUX models are verified against the SHA-256 Black Forest Labs
-# publishes for their own files, so `download` fetches those files (FLUX.1-dev's repository is gated).
+# VAELoader): the build script writes them into the workflows, check-models looks for them. `url` is what
+# every message, Note, Missing Models entry and the README link: the sources of ComfyUI's own FLUX templates.
+# The FLUX models are verified against the SHA-256 Black Forest Labs publishes for their own files, so
+# `download` fetches those files (`download_url`), from the repository where FLUX.1-dev's licence is accepted
+# (it is gated).
 _BFL = "SHA-256 published by Black Forest Labs (github.com/black-forest-labs/flux, docs/text-to-image.md); size: "
 CORE_MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile(
@@ -119,7 +121,9 @@ CORE_MODEL_FILES: tuple[ModelFile, ...] = (
         licence="FLUX.1 [dev] Non-Commercial License", purpose="FLUX.1 [dev] diffusion model",
         download_url=f"{_HF}/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors",
         size_bytes=23_802_932_552, sha256="4610115bb0c89560703c892c59ac2742fa821e60ef5871b33493ba544683abd7",
-        checksum_source=_BFL + "Hub record of black-forest-labs/FLUX.1-dev, quoted by public manifests"),
+        checksum_source=_BFL + "Hub record of black-forest-labs/FLUX.1-dev, quoted by public manifests; a public "
+                               "manifest pins Comfy-Org/flux1-dev@40a8a3d7's flux1-dev.safetensors at the same "
+                               "size and SHA-256"),
     ModelFile(
         key="flux1_schnell", filename="flux1-schnell.safetensors", folder="diffusion_models", subdirs=("",),
         url=f"{_HF}/Comfy-Org/flux1-schnell/resolve/main/flux1-schnell.safetensors",

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 from .catalog import CATALOGUE, NODE_MODEL_FILES, Catalogue, ModelFile, find_in_folders, missing_file_message
@@ -26,6 +27,7 @@ PAGE_SNIFF = 512
 PAGE_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")  # web and CDN error pages
 WORKFLOWS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows")
 SKIPPED_MODES = (2, 4)  # muted or bypassed nodes load nothing
+TTY_REFRESH_S = 1.0
 
 
 def canonical_folder(name: str) -> str:
@@ -180,13 +182,19 @@ class HashCache:
         except (OSError, ValueError, TypeError):  # none yet, or unreadable: start afresh
             self.entries = {}
 
-    def sha256(self, path: str, progress) -> str:
+    def known(self, path: str) -> str | None:
+        """The SHA-256 computed earlier for the file as it is now (same size and time), else None."""
         stat = os.stat(path)
         entry = self.entries.get(os.path.realpath(path))
         if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
             return entry["sha256"]
-        digest = sha256_of(path, progress)
-        self.record(path, digest)
+        return None
+
+    def sha256(self, path: str, progress) -> str:
+        digest = self.known(path)
+        if digest is None:
+            digest = sha256_of(path, progress)
+            self.record(path, digest)
         return digest
 
     def record(self, path: str, digest: str) -> None:
@@ -203,20 +211,26 @@ class HashCache:
 
 
 class Progress:
-    """Hashing (or download) progress on stderr: one updating line on a terminal, a line per 25 % otherwise."""
+    """Hashing (or download) progress on stderr: one updating line on a terminal (each percent, and at least
+    every TTY_REFRESH_S with its detail, such as bytes and speed, so a slow download is seen to move), a line
+    per 25 % otherwise (a log or a pipe)."""
 
     def __init__(self, name: str, stream=None, verb: str = "hashing"):
         self.name, self.stream, self.shown, self.verb = name, stream or sys.stderr, -1, verb
+        self.written, self.width = 0.0, 0
 
-    def __call__(self, fraction: float):
+    def __call__(self, fraction: float, detail: str = ""):
         percent = int(fraction * 100)
         tty = self.stream.isatty()
         step = percent if tty else percent - percent % 25
-        if step == self.shown:
+        now = time.monotonic()
+        if step == self.shown and not (tty and detail and now - self.written >= TTY_REFRESH_S):
             return
-        self.shown = step
-        line = f"  {self.verb} {self.name}: {step:3d}%"
-        self.stream.write("\r" + line + ("\n" if percent >= 100 else "") if tty else line + "\n")
+        self.shown, self.written = step, now
+        line = f"  {self.verb} {self.name}: {step:3d}%" + (f" ({detail})" if detail else "")
+        if tty:  # padded over a longer line drawn before
+            line, self.width = "\r" + line.ljust(self.width), len(line)
+        self.stream.write(line + ("\n" if percent >= 100 or not tty else ""))
         self.stream.flush()
 
 
@@ -243,19 +257,47 @@ def looks_like_page(path: str) -> bool:
     return head.startswith(PAGE_STARTS)
 
 
-def file_problem(path: str, model: ModelFile) -> str | None:
+def file_problem(path: str, model: ModelFile, catalogue: Catalogue = CATALOGUE) -> str | None:
     """What is wrong with a model file that can be told without hashing it (its size and its first bytes):
-    a web page saved under the model's name, a truncated download, another file. None when nothing is."""
+    a web page saved under the model's name, another catalogue file (known by its size), a truncated
+    download, another file. None when nothing is."""
     size = os.path.getsize(path)
     expected, _ = published(model, path)
     if looks_like_page(path):
         return (f"an HTML page ({size:,} bytes), not the model: a browser or a download tool saved a web or "
                 f"error page under the model's name")
-    if expected is not None and size < expected:
+    if expected is None or size == expected:
+        return None
+    twin = other_file_of_size(model, size, catalogue)
+    if twin is not None:
+        return (f"this is {twin.filename}, not {model.filename}: {size:,} bytes is the published size of "
+                f"{twin.filename} ({twin.purpose}), {model.filename} has {expected:,}")
+    if size < expected:
         return f"truncated: {size:,} of {expected:,} bytes ({size / expected:.0%}), an interrupted download"
-    if expected is not None and size != expected:
-        return f"another file: {size:,} bytes, the published {model.filename} has {expected:,}"
-    return None
+    return f"another file: {size:,} bytes, the published {model.filename} has {expected:,}"
+
+
+def other_file_of_size(model: ModelFile, size: int, catalogue: Catalogue = CATALOGUE) -> ModelFile | None:
+    """The catalogue's other file published with exactly this size (a file saved under the wrong name)."""
+    if size == model.size_bytes:
+        return None
+    return next((m for m in catalogue.files if m.size_bytes == size and m.filename != model.filename), None)
+
+
+def examine(path: str, model: ModelFile, cache: HashCache, compute: bool, stream=None,
+            catalogue: Catalogue = CATALOGUE) -> tuple[str | None, str | None]:
+    """(what is wrong with the file, its SHA-256 where known): `check-models` and `download` both call a file
+    wrong by this one rule. Size and first bytes always; the SHA-256 where it is published and was computed
+    before (the hash cache) or `compute` asks for it (--verify)."""
+    problem = file_problem(path, model, catalogue)
+    expected = published(model, path)[1]
+    if problem or not expected:
+        return problem, None
+    digest = cache.sha256(path, Progress(os.path.basename(path), stream)) if compute else cache.known(path)
+    if digest is not None and digest != expected.lower():
+        problem = (f"another file: same size, but SHA-256 {digest} differs from the published {expected} "
+                   f"(a corrupt or different file)")
+    return problem, digest
 
 
 @dataclass
@@ -276,8 +318,9 @@ class Report:
         return self.path is not None and published(self.model, self.path) == (None, None)
 
 
-def check_model(model: ModelFile, folders: FolderMap, cache: HashCache | None, progress_stream=None) -> Report:
-    """cache: where SHA-256 values come from (--verify), or None to compare sizes only."""
+def check_model(model: ModelFile, folders: FolderMap, cache: HashCache, verify: bool, progress_stream=None,
+                catalogue: Catalogue = CATALOGUE) -> Report:
+    """verify: compute the SHA-256 of files not hashed before (otherwise only remembered ones are compared)."""
     roots = folders.roots(model.folder)
     path = find_in_folders(model, roots)
     where = f"folder: {model.display_folder}   licence: {model.licence}"
@@ -287,24 +330,21 @@ def check_model(model: ModelFile, folders: FolderMap, cache: HashCache | None, p
     expected_size, expected_hash = published(model, path)
     lines = [f"path: {path}", f"size: {human_size(size)} ({size:,} bytes)"]
     fix = f"Fix: python -m face_migration download --missing, or: {model.download_hint()}"
-    problem = file_problem(path, model)
-    verified = False
+    problem, digest = examine(path, model, cache, verify, progress_stream, catalogue)
+    twin = other_file_of_size(model, size, catalogue) if problem else None
+    if twin is not None:
+        fix = (f"Fix: rename it to {twin.filename} (in {twin.display_folder}/) if you meant to have that file, "
+               f"then fetch {model.filename}: python -m face_migration download --missing")
     if problem:
         lines.append(f"WRONG FILE: {problem}")
     elif expected_size is None and expected_hash is None:
         lines.append("size/hash not published in the catalogue; not verified")
-    elif cache is None or expected_hash is None:
+    elif digest is None:
         lines.append("size matches the published one; SHA-256 not computed (--verify compares it)"
                      if expected_hash else "size matches the published one (no SHA-256 published)")
     else:
-        digest = cache.sha256(path, Progress(os.path.basename(path), progress_stream))
-        if digest == expected_hash.lower():
-            lines.append(f"sha256: {digest} (matches the published value)")
-            verified = True
-        else:
-            problem = (f"another file: same size, but SHA-256 {digest} differs from the published "
-                       f"{expected_hash} (a corrupt or different file)")
-            lines.append(f"WRONG FILE: {problem}")
+        lines.append(f"sha256: {digest} (matches the published value)")
+    verified = digest is not None and not problem
     lines += [where, f"url: {model.url}"]
     if model.checksum_source and expected_size is not None:
         lines.append(f"published size/hash: {model.checksum_source}")
@@ -371,10 +411,10 @@ def run(args: argparse.Namespace, out=None, err=None, catalogue: Catalogue = CAT
         needs = {name: needs[name] for name in args.workflow}
     in_workflows = [m for files in needs.values() for m in files]
     checked = list(dict.fromkeys(in_workflows if args.workflow else [*catalogue.pack, *in_workflows]))
-    cache = HashCache() if args.verify else None
+    cache = HashCache()
     reports = []
     for model in checked:
-        report = check_model(model, folders, cache, err)
+        report = check_model(model, folders, cache, args.verify, err, catalogue)
         status = "ok" if report.ok else ("MISSING" if report.path is None else "PROBLEM")
         required = _required(model, args, catalogue)
         need = "required" if required else "optional" if model.optional else "used by workflows"

@@ -1,29 +1,42 @@
 """`download`: fetch the model files that shipped workflows need into the folders ComfyUI reads, verified.
 
-Nothing in the pack calls this: it runs only when a user types the command. Hugging Face files come through
-`huggingface_hub` (resume of a cut connection, progress bar, HF_TOKEN, HF_ENDPOINT), the others (facexlib's
-GitHub release assets) through `requests` with a resumable `.part` file. Every file is written into a
-hidden staging folder beside its destination, checked against the catalogue's size and SHA-256, and only
-then renamed onto its real name: an interrupted, refused or wrong download never leaves a file under the
-name the loaders read, and a file already there that is not known to be wrong is never overwritten."""
+Nothing in the pack calls this: it runs only when a user types the command. Every file, from the Hugging
+Face Hub or elsewhere (facexlib's GitHub release assets), is fetched with `requests` into a hidden staging
+folder beside its destination, as <name>.part with what identifies those bytes recorded beside it (the
+Hub's X-Linked-Etag and X-Repo-Commit, or the server's ETag). A cut connection is retried; what was fetched
+stays there when the retries give up, the command is interrupted or another file fails, and the next run
+continues it with a Range request, unless the file changed upstream (then it starts again from 0). The
+file is checked against the catalogue's size and SHA-256 and only then renamed onto its real name: an
+interrupted, refused or wrong download never leaves a file under the name the loaders read, and a file
+already there that is not known to be wrong is never overwritten."""
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
+import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
 
 from .catalog import CATALOGUE, Catalogue, ModelFile, find_in_folders
-from .check_models import (FolderMap, HashCache, Progress, add_folder_arguments, file_problem, human_size,
-                           looks_like_page, resolve_folders, workflow_needs)
+from .check_models import (FolderMap, HashCache, Progress, add_folder_arguments, examine, human_size,
+                           looks_like_page, other_file_of_size, resolve_folders, workflow_needs)
 from .errors import FaceMigrationError
 
 STAGING = ".face_migration_download"  # beside the destination, so the final rename stays on one disk
 CHUNK = 1 << 20
 TIMEOUT_S = 30
+RETRIES = 4  # a cut connection is tried again this many times in one run, each continuing where it stopped
+RETRY_WAIT_S = 2.0  # times the attempt number
+MAX_REDIRECTS = 10
 EXIT_INTERRUPTED = 130
+HUB = "https://huggingface.co"
 
 
 class DownloadError(FaceMigrationError):
@@ -42,132 +55,289 @@ class DiskFullError(DownloadError):
     """Not enough free space for the file, found before or while writing it."""
 
 
+class ConnectionCut(requests.ConnectionError):
+    """The server stopped sending before the end of the file (retried; never shown as such)."""
+
+
 @dataclass
 class Job:
     model: ModelFile
     target: str  # where the file goes (its real name)
     replaces: str | None  # what is wrong with the file now there, when it is replaced
+    keep_as: str | None = None  # where the file now there is kept: it is another catalogue file, misnamed
 
 
-def plan(models: list[ModelFile], folders: FolderMap) -> tuple[list[Job], list[tuple[ModelFile, str]]]:
+def plan(models: list[ModelFile], folders: FolderMap, cache: HashCache, verify: bool, err,
+         catalogue: Catalogue = CATALOGUE) -> tuple[list[Job], list[tuple[ModelFile, str]]]:
     """(files to fetch, files already in place with their path). A file found under an accepted name that
-    is not known to be wrong is in place; a wrong one is replaced where it is (where ComfyUI finds it)."""
+    is not known to be wrong (check_models.examine: size, page, SHA-256 where computed or `verify`) is in
+    place; a wrong one is replaced where it is (where ComfyUI finds it)."""
     jobs, present = [], []
     for model in models:
-        roots = folders.roots(model.folder)
-        path = find_in_folders(model, roots)
-        problem = file_problem(path, model) if path else None
+        path = find_in_folders(model, folders.roots(model.folder))
+        problem = examine(path, model, cache, verify, err, catalogue)[0] if path else None
         if path and not problem:
             present.append((model, path))
+        elif path:
+            twin = other_file_of_size(model, os.path.getsize(path), catalogue)
+            keep_as = os.path.join(os.path.dirname(path), twin.filename) if twin else None
+            jobs.append(Job(model, path, problem, keep_as if keep_as and not os.path.exists(keep_as) else None))
         else:
-            target = path or os.path.join(folders.download_root(model.folder), model.subdirs[0], model.filename)
-            jobs.append(Job(model, target, problem))
+            target = os.path.join(folders.download_root(model.folder), model.subdirs[0], model.filename)
+            jobs.append(Job(model, target, None))
     return jobs, present
+
+
+class Partial:
+    """The bytes of one file fetched so far (<staging>/<name>.part) and what identifies them (<name>.part.json:
+    the URL, the ETag of the content, the Hub's commit), so a later run appends only to the same bytes."""
+
+    def __init__(self, staging: str, filename: str):
+        self.path = os.path.join(staging, filename + ".part")
+        self.record_path = self.path + ".json"
+
+    def size(self) -> int:
+        return os.path.getsize(self.path) if os.path.exists(self.path) else 0
+
+    def identity(self) -> dict | None:
+        try:
+            with open(self.record_path, encoding="utf-8") as stream:
+                return dict(json.load(stream))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def begin(self, identity: dict) -> None:
+        """Start the file again from byte 0, recording whose bytes follow."""
+        with open(self.record_path, "w", encoding="utf-8") as stream:
+            json.dump(identity, stream)
+        open(self.path, "wb").close()
+
+    def discard(self) -> None:
+        for path in (self.path, self.record_path):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+@dataclass
+class Source:
+    url: str
+    headers: dict[str, str]
+    token_origin: str | None = None  # "HF_TOKEN" or the login's token file, for the refusal message
+    hub: bool = False
+
+
+def hub_token() -> tuple[str | None, str | None]:
+    """(token, where it came from): HF_TOKEN, else the token the Hugging Face login saved (`hf auth login`,
+    `huggingface-cli login`) where huggingface_hub keeps it (HF_TOKEN_PATH, else $HF_HOME/token)."""
+    if os.environ.get("HF_TOKEN"):
+        return os.environ["HF_TOKEN"], "HF_TOKEN"
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    path = os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"))
+    try:
+        with open(path, encoding="utf-8") as stream:
+            token = stream.read().strip()
+    except OSError:
+        return None, None
+    return (token, path) if token else (None, None)
+
+
+def source_of(model: ModelFile) -> Source:
+    hub_file = model.hub_file()
+    if hub_file is None:
+        return Source(model.source_url, {})
+    repo, revision, path = hub_file
+    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    token, origin = hub_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Source(f"{endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}", headers, origin, hub=True)
 
 
 def fetch(job: Job, cache: HashCache, out, err) -> None:
     """Download, verify and atomically put one file in place; raises DownloadError (or KeyboardInterrupt)
-    with nothing left under the real name."""
+    with nothing left under the real name and the bytes fetched so far kept for the next run."""
     model = job.model
     folder = os.path.dirname(job.target)
     staging = os.path.join(folder, STAGING)
-    os.makedirs(folder, exist_ok=True)
-    _check_free_space(model, folder)
     os.makedirs(staging, exist_ok=True)
+    partial = Partial(staging, model.filename)
+    _check_free_space(model, folder, partial.size())
     try:
-        staged = _fetch_hub(model, staging) if model.hub_file() else _fetch_https(model, staging, err)
+        _download(model, partial, err)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"The disk holding {folder} is full: {model.filename} "
                                 f"({human_size(model.size_bytes or 0)}) did not fit. Free some space and run the "
-                                f"command again.") from exc
+                                f"command again: it continues where it stopped.") from exc
         raise
     try:
-        _verify(model, staged, cache, err)
+        _verify(model, partial.path, cache, err)
     except ChecksumError:
-        shutil.rmtree(staging, ignore_errors=True)  # wrong bytes: nothing there is worth resuming from
+        partial.discard()  # wrong bytes: nothing there is worth resuming from (other files' parts stay)
+        _remove_if_empty(staging)
         raise
-    os.replace(staged, job.target)
+    if job.keep_as:
+        os.replace(job.target, job.keep_as)
+        out.write(f"  kept the file that was there as {job.keep_as}\n")
+    os.replace(partial.path, job.target)
+    partial.discard()
+    _remove_if_empty(staging)
     if model.sha256:  # so `check-models --verify` need not read it again
         cache.record(job.target, model.sha256)
-    shutil.rmtree(staging, ignore_errors=True)
     out.write(f"  saved {job.target}\n")
 
 
-def _check_free_space(model: ModelFile, folder: str) -> None:
-    free = shutil.disk_usage(folder).free
-    if model.size_bytes and free < model.size_bytes:
-        raise DiskFullError(f"{model.filename} needs {human_size(model.size_bytes)} but {folder} has "
+def _remove_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:  # another file's partial download is still there
+        pass
+
+
+def _check_free_space(model: ModelFile, folder: str, fetched: int) -> None:
+    free, needed = shutil.disk_usage(folder).free, (model.size_bytes or 0) - fetched
+    if needed > free:
+        raise DiskFullError(f"{model.filename} needs {human_size(needed)} more but {folder} has "
                             f"{human_size(free)} free. Free some space (or put the folder on another disk through "
                             f"extra_model_paths.yaml) and run the command again.")
 
 
-def _fetch_hub(model: ModelFile, staging: str) -> str:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise DownloadError("The download command needs the Python package huggingface_hub (ComfyUI installs it "
-                            "with transformers). Run: python -m pip install huggingface_hub  (with the Python "
-                            "you run ComfyUI with).") from exc
-    repo, revision, path = model.hub_file()
-    try:
-        # HF_ENDPOINT is passed on because huggingface_hub reads it only once, when first imported.
-        return hf_hub_download(repo, path, revision=revision, local_dir=staging,
-                               token=os.environ.get("HF_TOKEN") or None, endpoint=os.environ.get("HF_ENDPOINT"))
-    except Exception as exc:  # huggingface_hub's own errors, whose classes differ between its versions
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise
-        status = _http_status(exc)
-        if status in (401, 403):
-            raise AccessDeniedError(_refused(model, repo, status)) from exc
-        raise DownloadError(f"{model.filename} could not be downloaded from {model.source_url}: {exc}. Check "
-                            f"the connection (and HF_ENDPOINT if set) and run the command again.") from exc
+def _download(model: ModelFile, partial: Partial, err) -> None:
+    """Fetch the file into the partial, continuing what is there, retrying a cut connection."""
+    source = source_of(model)
+    progress = Progress(model.filename, err, verb="downloading")
+    started, first = time.monotonic(), partial.size()
+    if first and first == model.size_bytes and partial.identity():  # all there: stopped while verifying
+        return
+    if first:
+        err.write(f"  continuing from {human_size(first)} fetched earlier\n")
+
+    def report(done: int, total: int) -> None:
+        rate = (done - first) / max(time.monotonic() - started, 1e-3)
+        progress(min(done / max(total, 1), 1.0), f"{human_size(done)} of {human_size(total)}, {human_size(rate)}/s")
+
+    for attempt in range(1, RETRIES + 2):
+        try:
+            _transfer(model, source, partial, report)
+            return
+        except requests.RequestException as exc:
+            if not _worth_retrying(exc):
+                raise DownloadError(f"{model.filename} could not be downloaded from {model.source_url}: {exc}. "
+                                    f"Check the address (and HF_ENDPOINT if set) and run the command again.") from exc
+            kept = partial.size()
+            if attempt > RETRIES:
+                raise DownloadError(f"{model.filename} could not be downloaded from {model.source_url}: the "
+                                    f"connection failed {attempt} times (last: {exc}). {human_size(kept)} of it is "
+                                    f"kept in {os.path.dirname(partial.path)}; run the command again: it continues "
+                                    f"where it stopped.") from exc
+            wait = RETRY_WAIT_S * attempt
+            err.write(f"\n  connection lost ({exc}); trying again in {wait:.0f} s from {human_size(kept)}\n")
+            time.sleep(wait)
 
 
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status behind an error, looking through the errors it was raised from."""
-    while exc is not None:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status is not None:
-            return status
-        exc = exc.__cause__ or exc.__context__
-    return None
+def _worth_retrying(exc: requests.RequestException) -> bool:
+    """A cut or refused connection, a timeout, or a server error that may pass (5xx, 429)."""
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
+        return True
+    status = getattr(exc.response, "status_code", None) or 0
+    return status >= 500 or status == 429
 
 
-def _refused(model: ModelFile, repo: str, status: int) -> str:
-    token = "HF_TOKEN is set but was refused" if os.environ.get("HF_TOKEN") else "no HF_TOKEN is set"
+def _transfer(model: ModelFile, source: Source, partial: Partial, report) -> None:
+    """One request: append to the partial when the server sends the same file from where it stops, else
+    write the file from byte 0."""
+    done, recorded = partial.size(), partial.identity()
+    if done and not (recorded and recorded.get("etag") and recorded.get("url") == source.url):
+        done = 0  # bytes nothing vouches for: fetched before records existed, or from another address
+    response, identity, start = _open(source, model, recorded if done else None, done)
+    with response:
+        if start == 0:
+            partial.begin(identity)
+        total = start + int(response.headers.get("Content-Length") or 0) or model.size_bytes or 0
+        with open(partial.path, "ab") as handle:
+            for chunk in response.iter_content(CHUNK):
+                handle.write(chunk)
+                start += len(chunk)
+                report(start, total)
+    if start < total:  # a server (or urllib3 1.x) that ends the body early without an error
+        raise ConnectionCut(f"{start:,} of {total:,} bytes received")
+
+
+def _open(source: Source, model: ModelFile, recorded: dict | None, done: int):
+    """(response streaming the body, identity of the content, offset the body starts at). Redirects are
+    followed here, so the Hub's answer (its X-Linked-Etag, before the content server is asked) decides
+    whether a partial of another revision is dropped before any of its bytes is sent again."""
+    headers = dict(source.headers, **{"Accept-Encoding": "identity"})
+    if recorded:
+        headers["Range"] = f"bytes={done}-"
+        if not source.hub and not recorded["etag"].startswith("W/"):
+            headers["If-Range"] = recorded["etag"]  # the server sends the whole file if it changed
+    url, identity = source.url, None
+    for _ in range(MAX_REDIRECTS):
+        response = requests.get(url, headers=headers, stream=True, allow_redirects=False, timeout=TIMEOUT_S)
+        _refuse(response, source, model)
+        if source.hub and identity is None and "X-Repo-Commit" in response.headers:
+            identity = {"url": source.url, "commit": response.headers["X-Repo-Commit"],
+                        "etag": response.headers.get("X-Linked-Etag") or response.headers.get("ETag")}
+            if recorded and identity["etag"] != recorded["etag"]:  # another revision of the file: from 0
+                headers.pop("Range", None)
+                recorded = None
+        if not response.is_redirect:
+            break
+        next_url = urljoin(url, response.headers["Location"])
+        if urlsplit(next_url).netloc != urlsplit(url).netloc:
+            headers.pop("Authorization", None)  # the token is for the Hub only, never the content server
+        response.close()
+        url = next_url
+    else:
+        raise DownloadError(f"{model.source_url} redirected more than {MAX_REDIRECTS} times; download "
+                            f"{model.filename} by hand: {model.download_hint()}")
+    if recorded and response.status_code == 416:  # the range is past the end of what the server has
+        response.close()
+        return _open(source, model, None, 0)
+    response.raise_for_status()
+    identity = identity or {"url": source.url, "etag": response.headers.get("ETag")}
+    if recorded and response.status_code == 206 and _range_start(response) == done and \
+            identity["etag"] == recorded["etag"]:
+        return response, identity, done
+    if response.status_code == 206:  # a range of something else: ask for the whole file
+        response.close()
+        return _open(source, model, None, 0)
+    return response, identity, 0
+
+
+def _range_start(response) -> int | None:
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range") or "")
+    return int(match[1]) if match else None
+
+
+def _refuse(response, source: Source, model: ModelFile) -> None:
+    """Raise the error a refusal deserves: access (a gated Hub repository), or a file that is not there."""
+    status = response.status_code
+    if status not in (401, 403, 404):
+        return
+    response.close()
+    if source.hub and status in (401, 403) and response.headers.get("X-Error-Code") not in (
+            "RepoNotFound", "EntryNotFound", "RevisionNotFound"):
+        raise AccessDeniedError(_refused(model, status, source.token_origin))
+    raise DownloadError(f"{model.source_url} answered HTTP {status}: {model.filename} is not available there "
+                        f"now. Download it by hand: {model.download_hint()}")
+
+
+def _refused(model: ModelFile, status: int, token_origin: str | None) -> str:
+    repo = model.hub_file()[0]
+    if token_origin == "HF_TOKEN":
+        token, fix = "HF_TOKEN is set but was refused", "put a read token of that account in HF_TOKEN"
+    elif token_origin:
+        token = (f"the token saved by the Hugging Face login ({token_origin}) was refused; "
+                 f"HF_TOKEN is not set")
+        fix = ("log in again with a read token of that account (hf auth login, or huggingface-cli login), or put "
+               "one in the environment variable HF_TOKEN")
+    else:
+        token = "no token: HF_TOKEN is not set and no Hugging Face login is saved"
+        fix = "put a read token in the environment variable HF_TOKEN (or save it with hf auth login)"
     return (f"huggingface.co refused {model.filename} (HTTP {status}; {token}). {repo} is gated: sign in at "
             f"https://huggingface.co/{repo}, accept its licence ({model.licence}) there, create a read token at "
-            f"https://huggingface.co/settings/tokens and run the command again with it in the environment "
-            f"variable HF_TOKEN.")
-
-
-def _fetch_https(model: ModelFile, staging: str, err) -> str:
-    """A plain HTTPS download into <staging>/<name>.part, resumed from where an earlier run stopped."""
-    import requests
-
-    part = os.path.join(staging, model.filename + ".part")
-    done = os.path.getsize(part) if os.path.exists(part) else 0
-    headers = {"Range": f"bytes={done}-"} if done else {}
-    try:
-        with requests.get(model.source_url, headers=headers, stream=True, timeout=TIMEOUT_S) as response:
-            if response.status_code in (401, 403, 404):
-                raise DownloadError(f"{model.source_url} answered HTTP {response.status_code}: {model.filename} "
-                                    f"is not available there now. Download it by hand: {model.download_hint()}")
-            response.raise_for_status()
-            if response.status_code != 206:  # the server ignored the range: start again
-                done = 0
-            total = done + int(response.headers.get("Content-Length") or 0) or model.size_bytes or 1
-            progress = Progress(model.filename, err, verb="downloading")
-            with open(part, "ab" if done else "wb") as handle:
-                for chunk in response.iter_content(CHUNK):
-                    handle.write(chunk)
-                    done += len(chunk)
-                    progress(min(done / total, 1.0))
-    except requests.RequestException as exc:
-        raise DownloadError(f"{model.filename} could not be downloaded from {model.source_url}: {exc}. Run the "
-                            f"command again: it continues where it stopped.") from exc
-    return part
+            f"https://huggingface.co/settings/tokens, {fix} and run the command again.")
 
 
 def _verify(model: ModelFile, staged: str, cache: HashCache, err) -> None:
@@ -195,44 +365,53 @@ def selection(args: argparse.Namespace, catalogue: Catalogue) -> list[ModelFile]
         if args.missing:
             chosen = [m for m in chosen if not m.optional]
         return list(dict.fromkeys(chosen))
-    return list(dict.fromkeys(m for name in args.workflow for m in needs[name]))
+    by_name = {m.filename: m for m in catalogue.files}
+    return list(dict.fromkeys(m for name in args.workflow for m in (needs[name] if name in needs else [by_name[name]])))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Download the model files that shipped workflows need into the folders ComfyUI reads "
         "(extra_model_paths.yaml included), each checked against its published size and SHA-256 before it is "
-        "put in place. Files already in place are kept. FLUX.1-dev is gated on Hugging Face: accept its licence "
-        "there and set HF_TOKEN.")
-    parser.add_argument("workflow", metavar="WORKFLOW", nargs="*", default=[],
-                        help="a shipped workflow's name (workflows/NAME.json without .json); repeatable")
+        "put in place. Files already in place are kept; a file of the wrong size (or, where its SHA-256 was "
+        "computed by check-models --verify or by --verify here, the wrong hash) is replaced. An interrupted "
+        "download continues where it stopped when the command runs again. FLUX.1-dev is gated on Hugging Face: "
+        "accept its licence there and set HF_TOKEN (or log in with hf auth login).")
+    parser.add_argument("workflow", metavar="WORKFLOW_OR_FILE", nargs="*", default=[],
+                        help="a shipped workflow's name (workflows/NAME.json without .json), or a model file's name "
+                             "from the README's table (t5xxl_fp8_e4m3fn.safetensors, ...); repeatable")
     parser.add_argument("--all", action="store_true",
                         help="every file the pack and the shipped workflows use, the optional one included")
     parser.add_argument("--missing", action="store_true",
                         help="every file the pack and the shipped workflows need that is missing or wrong")
+    parser.add_argument("--verify", action="store_true",
+                        help="also compute the SHA-256 of files already in place (once; remembered) and replace "
+                             "those that differ from the published one")
     add_folder_arguments(parser)
 
 
 def run(args: argparse.Namespace, out=None, err=None, catalogue: Catalogue = CATALOGUE) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     if (len(args.workflow) > 0) + args.all + args.missing != 1:
-        err.write("download: name the workflows to download for, or pass --all or --missing (one of these).\n")
+        err.write("download: name the workflows or files to download, or pass --all or --missing (one of these).\n")
         return 2
     needs = workflow_needs(catalogue=catalogue)
-    unknown = [name for name in args.workflow if name not in needs]
+    files = [m.filename for m in catalogue.files]
+    unknown = [name for name in args.workflow if name not in needs and name not in files]
     if unknown:
-        err.write(f"download: no shipped workflow named {', '.join(unknown)}; choose from: {', '.join(needs)}.\n")
+        err.write(f"download: no shipped workflow or model file named {', '.join(unknown)}; choose workflows from: "
+                  f"{', '.join(needs)}; or files from: {', '.join(files)}.\n")
         return 2
     folders = resolve_folders(args, out, err, "download")
     if folders is None:
         return 2
-    jobs, present = plan(selection(args, catalogue), folders)
+    cache, failed = HashCache(), []
+    jobs, present = plan(selection(args, catalogue), folders, cache, args.verify, err, catalogue)
     for model, path in present:
         out.write(f"in place: {model.filename} ({path})\n")
     total = sum(job.model.size_bytes or 0 for job in jobs)
     out.write(f"{len(jobs)} file(s) to download, {human_size(total)} in all.\n" if jobs else
               "Nothing to download.\n")
-    cache, failed = HashCache(), []
     for job in jobs:
         note = f" (replacing the file there: {job.replaces})" if job.replaces else ""
         out.write(f"\n{job.model.filename} -> {job.target}{note}\n  from {job.model.source_url} "
@@ -240,8 +419,9 @@ def run(args: argparse.Namespace, out=None, err=None, catalogue: Catalogue = CAT
         try:
             fetch(job, cache, out, err)
         except KeyboardInterrupt:
-            err.write(f"\ndownload: interrupted; nothing was saved under {job.target}. Run the command again to "
-                      f"continue.\n")
+            staging = os.path.join(os.path.dirname(job.target), STAGING)
+            err.write(f"\ndownload: interrupted; nothing was saved under {job.target}. What was fetched is kept in "
+                      f"{staging}: run the command again to continue from there.\n")
             return EXIT_INTERRUPTED
         except DownloadError as exc:
             err.write(f"download: {exc}\n")

@@ -1,29 +1,36 @@
-"""A stand-in for the Hugging Face Hub on loopback, for the `download` tests (no network).
+"""A stand-in for the Hugging Face Hub and a file server on loopback, for the `download` tests (no network).
 
-It speaks the part of the Hub's protocol that huggingface_hub's hf_hub_download uses: HEAD and GET on
-/{repo}/resolve/{revision}/{path}, answered with X-Repo-Commit, ETag, Content-Length and byte ranges, and
-401 with X-Error-Code: GatedRepo for a gated file requested without the right token. Any other path it
-serves as a plain file server (a GitHub release asset). A file can be cut off once half-way (the
-connection closes early) or held half-way until the test lets it go (to interrupt the client)."""
+A Hub file, /{repo}/resolve/{revision}/{path}, is answered as the Hub answers a large (LFS) file: 302 to a
+content server (/cdn/<sha256>) with X-Repo-Commit, X-Linked-Etag and X-Linked-Size, or 401 with
+X-Error-Code: GatedRepo for a gated file requested without the right token. Any other path is a plain file
+(a GitHub release asset). Both serve byte ranges and honour If-Range. A file can be cut off half-way once
+or every time (the connection closes early), or held half-way until the test lets it go (to interrupt the
+client); the bytes of each file actually sent are counted, so a test can tell what a rerun fetched again."""
 from __future__ import annotations
 
 import hashlib
 import re
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TOKEN = "hf_stand_in_token"
+CDN = "/cdn/"
 
 
 class FakeHub:
     def __init__(self):
         self.files: dict[str, bytes] = {}  # URL path -> content
+        self.commits: dict[str, str] = {}  # Hub file path -> the commit it is served at
         self.gated: set[str] = set()
         self.cut_once: set[str] = set()  # paths whose next full GET stops half-way
+        self.cut_always: set[str] = set()  # paths whose every GET stops half-way through what it asked for
         self.hold: set[str] = set()  # paths whose GET stops half-way until `release` is set
         self.holding, self.release = threading.Event(), threading.Event()
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path as requested, Range header)
+        self.transfers: list[tuple[str, str | None]] = []  # (file path, Range header) of each GET sending bytes
+        self.served: Counter[str] = Counter()  # file path -> bytes sent
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -31,14 +38,16 @@ class FakeHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def add(self, path: str, data: bytes, gated: bool = False) -> None:
-        self.files["/" + path.lstrip("/")] = data
+    def add(self, path: str, data: bytes, gated: bool = False, commit: str = COMMIT) -> None:
+        """A file at that path (replacing what was there: a new revision when its commit differs)."""
+        path = "/" + path.lstrip("/")
+        self.files[path], self.commits[path] = data, commit
         if gated:
-            self.gated.add("/" + path.lstrip("/"))
+            self.gated.add(path)
 
     def gets(self, path: str) -> list[str | None]:
-        """The Range header of each GET of a path (None for a whole-file request)."""
-        return [r for method, p, r in self.requests if method == "GET" and p == "/" + path.lstrip("/")]
+        """The Range header of each GET that sent a file's bytes (None for a whole-file request)."""
+        return [r for p, r in self.transfers if p == "/" + path.lstrip("/")]
 
     def __enter__(self) -> "FakeHub":
         self.thread.start()
@@ -48,6 +57,14 @@ class FakeHub:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _etag(data: bytes) -> str:
+    return f'"{_sha(data)}"'
 
 
 def _handler(hub: FakeHub):
@@ -64,34 +81,57 @@ def _handler(hub: FakeHub):
         def _answer(self, body: bool):
             path = self.path.split("?", 1)[0]
             hub.requests.append((self.command, path, self.headers.get("Range")))
-            data = hub.files.get(path)
-            if data is None:
+            if path.startswith(CDN):
+                key = next((p for p, d in hub.files.items() if _sha(d) == path[len(CDN):]), None)
+                return self._send(key, body) if key else self._error(404, "EntryNotFound", f"{path} expired")
+            if path not in hub.files:
                 return self._error(404, "EntryNotFound", f"{path} does not exist")
             if path in hub.gated and self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self._error(401, "GatedRepo", "Access to this model is restricted: accept the conditions")
-            start = int(re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "bytes=0-")[1])
+            if "/resolve/" not in path:
+                return self._send(path, body)
+            data = hub.files[path]
+            self.send_response(302)
+            self.send_header("Location", f"{hub.url}{CDN}{_sha(data)}?signed=1")
+            self.send_header("X-Repo-Commit", hub.commits[path])
+            self.send_header("X-Linked-Etag", _etag(data))
+            self.send_header("X-Linked-Size", str(len(data)))
+            self.send_header("ETag", _etag(data))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _send(self, key: str, body: bool):
+            data = hub.files[key]
+            asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "bytes=0-")
+            start = int(asked[1])
+            if self.headers.get("If-Range") not in (None, _etag(data)):  # changed since: the whole file
+                start = 0
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(data) - start))
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("ETag", _etag(data))
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
             if not body:
                 return
-            if start == 0 and (path in hub.cut_once or path in hub.hold):
-                self.wfile.write(data[:len(data) // 2])
-                self.wfile.flush()
-                if path in hub.cut_once:
-                    hub.cut_once.discard(path)
-                else:
+            hub.transfers.append((key, self.headers.get("Range")))
+            rest = data[start:]
+            if key in hub.cut_always or (start == 0 and (key in hub.cut_once or key in hub.hold)):
+                self._write(key, rest[:len(rest) // 2])
+                if key in hub.hold and start == 0:
                     hub.holding.set()
                     hub.release.wait(10)
+                hub.cut_once.discard(key)
                 self.close_connection = True
                 return
-            self.wfile.write(data[start:])
+            self._write(key, rest)
+
+        def _write(self, key: str, data: bytes):
+            self.wfile.write(data)
+            self.wfile.flush()
+            hub.served[key] += len(data)
 
         def _error(self, status: int, code: str, message: str):
             payload = f'{{"error": "{message}"}}'.encode()
