@@ -20,14 +20,14 @@ Work is split so the sampling device never waits for the host inside the model:
   transformer_options and, for the duration of the call, in a context variable: packs that replace FLUX's
   forward (TeaCache, WaveSpeed's First Block Cache) call the block patches without transformer_options in
   `args` (or with it in the second dict), and the plan must reach the blocks all the same. When no Apply is
-  active it leaves nothing.
+  active the plan (with nothing to add) is left in the context variable only.
 - `PulidBlockPatch` only adds `weight * CA(tokens, region[rows])` as the plan says, and notes in the plan
-  that it did (plain Python counters, no device work).
+  that it did, and that FLUX's blocks ran at all (plain Python counters, no device work).
 - `PulidEvaluationWrapper` (once per model evaluation of the sampler) tells the run which step the sampler is
   in when a second-order sampler evaluates its corrector after the step's callback.
 - `PulidRunWrapper` (once per sampling run) records on which steps each Apply's CA modules really ran and
   logs it, with a warning for an Apply that never was active and one for an Apply that was planned but never
-  reached a block (another node replaced FLUX's forward).
+  reached a block (a cache skipped its window, or another node replaced FLUX's forward).
 """
 from __future__ import annotations
 
@@ -324,8 +324,8 @@ class Injection:
 
 @dataclass
 class CallPlan:
-    """Left for the block patches of one model call (only when some Apply is active). `ran` counts, per
-    Apply, the blocks whose CA modules really ran in this call (filled by the block patches).
+    """Left for the block patches of one model call. `ran` counts, per Apply, the blocks whose CA modules
+    really ran in this call; `reached` says that some block with a PuLID patch ran (filled by the patches).
 
     Token layout, read from what the blocks see rather than from the call's arguments (a wrapper after Apply
     may add reference latents; 0.33's FluxKVCache drops them from img after the first step): double blocks
@@ -336,6 +336,7 @@ class CallPlan:
     text_tokens: int
     active: dict  # Injection -> ActiveInjection
     ran: dict = field(default_factory=dict)  # Injection -> number of blocks
+    reached: bool = False  # set, never read, in the patches: torch.compile guards no value of it
 
     def image_start(self, kind: str, args: dict, options: dict | None) -> int:
         if kind == "double":
@@ -395,6 +396,7 @@ class PulidBlockPatch:
         plan, options = find_plan(args, extra)
         if plan is None:
             return out
+        plan.reached = True
         mine = [(inj, plan.active[inj]) for inj in self.injections if inj in plan.active]
         if not mine:
             return out
@@ -477,6 +479,8 @@ class RunRecord:
     ran_blocks: dict = field(default_factory=dict)  # Injection -> blocks its CA ran after, all calls
     full_steps: dict = field(default_factory=dict)  # Injection -> set of steps
     partial_steps: dict = field(default_factory=dict)  # Injection -> set of steps
+    computed_calls: int = 0  # model calls in which FLUX's blocks ran (some PuLID patch was called)
+    computed_steps: set = field(default_factory=set)  # their steps
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     _correcting: bool = False  # after a callback, before the next step's first evaluation
@@ -504,8 +508,11 @@ class RunRecord:
                 self.windows[inj] = inj.timing.sigmas(self.model_sampling)
             return self.windows[inj]
 
-    def add(self, call: CallInfo, injections, active: dict, ran: dict) -> None:
+    def add(self, call: CallInfo, injections, active: dict, ran: dict, reached: bool) -> None:
         with self._lock:
+            if reached:
+                self.computed_calls += 1
+                self.computed_steps.update(call.steps.tolist() if call.steps is not None else ())
             for inj in injections:
                 for record in (self.planned_calls, self.ran_calls, self.ran_blocks):
                     record.setdefault(inj, 0)
@@ -535,14 +542,28 @@ class RunRecord:
                             f"; on steps {partial} only some of its blocks ran (a cache or another node skipped "
                             f"the others)" if partial else "")
             elif self.planned_calls[inj]:
-                logger.warning("%s: the identity never reached a FLUX block in this sampling run of %d steps, though "
-                               "it was planned for %d model calls: another node replaced FLUX's forward and calls "
-                               "its blocks without their patches, or skips them all. Put Apply PuLID after that node "
-                               "or remove it.", name, total, self.planned_calls[inj])
+                self._warn_never_reached(name, inj, total)
             elif inj.weight != 0:
                 logger.warning("%s: the identity was never active in this sampling run of %d steps (steps are "
                                "counted from 0 in the run the sampler was given). Lower start_step or use percent "
                                "timing.", name, total)
+
+    def _warn_never_reached(self, name: str, inj: Injection, total: int) -> None:
+        """Planned, never run. When FLUX's blocks ran in other model calls of the run, the patches work and the
+        calls of this window were not computed: a cache reused FLUX's output there (TeaCache, EasyCache and
+        LazyCache skip the whole model on a cache hit). Otherwise the blocks never run with their patches."""
+        said = (f"{name}: the identity never reached a FLUX block in this sampling run of {total} steps, though it "
+                f"was planned for {self.planned_calls[inj]} model calls")
+        if not self.computed_calls:
+            logger.warning("%s: another node replaced FLUX's forward and calls its blocks without their patches, or "
+                           "skips them all. Put Apply PuLID after that node or remove it.", said)
+            return
+        where = (f"steps {sorted(self.computed_steps)}" if self.computed_steps
+                 else f"{self.computed_calls} other model calls")
+        logger.warning("%s: FLUX's blocks were computed on %s only, none of them in this Apply's window. A cache "
+                       "that reuses FLUX's output skipped the window: lower its threshold (TeaCache: rel_l1_thresh; "
+                       "EasyCache, LazyCache: reuse_threshold) or make it start after the window (its start_percent), "
+                       "or move the window to steps the cache computes.", said, where)
 
     def _warn_split(self, name: str, inj: Injection, total: int) -> None:
         """Each part of a split schedule counts its steps from 0: a step window other than 'every step' then
@@ -606,12 +627,11 @@ class PulidCallWrapper:
         call = CallInfo.from_options(options, x, grid, None if schedule is None else schedule.detach().cpu(),
                                      run.current_step if run is not None else None)
         active = {inj: a for inj in self.injections if (a := inj.plan(call, window_in(run, inj))) is not None}
-        plan = None
+        plan = CallPlan(math.prod(grid), 0 if context is None else context.shape[1], active)
         if active:
-            plan = CallPlan(math.prod(grid), 0 if context is None else context.shape[1], active)
             bound.arguments["transformer_options"] = {**options, PLAN_KEY: plan}
             args, kwargs = bound.args, bound.kwargs
-        # Set even when nothing is active, so that no outer call's plan is seen inside this one.
+        # Set even when nothing is active: no outer call's plan is seen inside this one, and the blocks say they ran.
         token = _CALL_PLAN.set(plan)
         return args, kwargs, (token, run, call, active, plan)
 
@@ -619,7 +639,7 @@ class PulidCallWrapper:
     def _record(self, token, run, call, active, plan) -> None:
         _CALL_PLAN.reset(token)
         if run is not None:
-            run.add(call, self.injections, active, plan.ran if plan is not None else {})
+            run.add(call, self.injections, active, plan.ran, plan.reached)
 
 
 # ComfyUI's k-diffusion samplers (0.3.64 and 0.33.0) that evaluate the model again, after the callback that

@@ -649,7 +649,22 @@ def test_an_identity_that_never_reaches_a_block_is_named(model, caplog):
     for number, (_, text) in enumerate(messages, start=1):
         assert f"Apply {number} (weight {1.0 if number == 1 else 0.5:g}" in text
         assert "never reached a FLUX block" in text and "another node replaced FLUX's forward" in text
-        assert "planned for 2 model calls" in text
+        assert "planned for 2 model calls" in text and "cache" not in text
+
+
+def test_an_identity_whose_window_a_cache_skipped_is_told_to_look_at_the_cache(model, caplog):
+    """TeaCache computes steps 0 and 1 and reuses its output on steps 2 and 3, the window of start_step 2: the
+    warning used to say that another node replaced FLUX's forward and to move Apply after it, which changes
+    nothing. It names the steps computed and the cache settings that decide them."""
+    injection = Injection(model, make_identity(), 1.0, StepRange(2, 100))
+    order = SAMPLER_ORDERS["euler"]
+    messages = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,), order, "teacache",
+                                             cached_calls=(order.index(0.5), order.index(0.25))))
+    [(level, text)] = messages
+    assert level == logging.WARNING and "Apply 1 (weight 1, steps 2-100" in text
+    assert "never reached a FLUX block" in text and "planned for 2 model calls" in text
+    assert "computed on steps [0, 1] only" in text and "replaced FLUX's forward" not in text
+    assert "rel_l1_thresh" in text and "reuse_threshold" in text and "start_percent" in text
 
 
 def test_the_plan_of_one_call_is_not_seen_by_another_thread(model):
