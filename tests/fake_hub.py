@@ -1,7 +1,7 @@
 """A stand-in for the Hugging Face Hub and a file server on loopback, for the `download` tests (no network).
 
 A Hub file, /{repo}/resolve/{revision}/{path}, is answered as the Hub answers a large (LFS) file: 302 to a
-content server (/cdn/<sha256>) with X-Repo-Commit, X-Linked-Etag and X-Linked-Size, or 401 with
+content server on another host name (localhost/cdn/<sha256>) with X-Repo-Commit, X-Linked-Etag and X-Linked-Size, or 401 with
 X-Error-Code: GatedRepo for a gated file requested without the right token. Any other path is a plain file
 (a GitHub release asset). Both serve byte ranges and honour If-Range. A file can be cut off half-way once
 or every time (the connection closes early), or held half-way until the test lets it go (to interrupt the
@@ -31,12 +31,18 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path as requested, Range header)
         self.transfers: list[tuple[str, str | None]] = []  # (file path, Range header) of each GET sending bytes
         self.served: Counter[str] = Counter()  # file path -> bytes sent
+        self.cdn_authorizations = 0  # requests to the content server that carried a token (must stay 0)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def cdn_url(self) -> str:
+        """The content server: another host name, as the Hub's CDN is (a client must not send it the token)."""
+        return f"http://localhost:{self.server.server_address[1]}"
 
     def add(self, path: str, data: bytes, gated: bool = False, commit: str = COMMIT) -> None:
         """A file at that path (replacing what was there: a new revision when its commit differs)."""
@@ -82,6 +88,7 @@ def _handler(hub: FakeHub):
             path = self.path.split("?", 1)[0]
             hub.requests.append((self.command, path, self.headers.get("Range")))
             if path.startswith(CDN):
+                hub.cdn_authorizations += bool(self.headers.get("Authorization"))
                 key = next((p for p, d in hub.files.items() if _sha(d) == path[len(CDN):]), None)
                 return self._send(key, body) if key else self._error(404, "EntryNotFound", f"{path} expired")
             if path not in hub.files:
@@ -92,7 +99,7 @@ def _handler(hub: FakeHub):
                 return self._send(path, body)
             data = hub.files[path]
             self.send_response(302)
-            self.send_header("Location", f"{hub.url}{CDN}{_sha(data)}?signed=1")
+            self.send_header("Location", f"{hub.cdn_url}{CDN}{_sha(data)}?signed=1")
             self.send_header("X-Repo-Commit", hub.commits[path])
             self.send_header("X-Linked-Etag", _etag(data))
             self.send_header("X-Linked-Size", str(len(data)))

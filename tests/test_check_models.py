@@ -368,3 +368,30 @@ def test_a_chosen_file_is_found_by_name_in_the_accepted_folders_only(tmp_path):
     for path in ("../../../../outside.onnx", "..\\..\\..\\..\\outside.onnx", str(tmp_path / "outside.onnx")):
         assert catalog.find_in_folders(scrfd, roots, path) is None
     assert "scrfd_2.5g.onnx (SCRFD face detector" in catalog.missing_file_message(scrfd, roots, "scrfd_2.5g.onnx")
+
+
+def test_another_catalogue_file_is_named_by_its_size_not_called_truncated(comfy):
+    """flux1-schnell under flux1-dev's name, the fp8 T5 under the fp16 name (sparse files of the published sizes)."""
+    for wrong, right in (("flux1_schnell", "flux1_dev"), ("t5xxl_fp8", "t5xxl_fp16")):
+        model, other = CATALOGUE.by_key(right), CATALOGUE.by_key(wrong)
+        with open(place(models_root(comfy, model.folder), model, data=b""), "wb") as handle:
+            handle.truncate(other.size_bytes)
+    code, out, _ = run(["--comfyui", comfy, "--workflow", "flux1_dev_pulid"], CATALOGUE)
+    assert code == 1
+    dev, t5 = section(out, "flux1-dev.safetensors"), section(out, "t5xxl_fp16.safetensors")
+    assert "WRONG FILE: this is flux1-schnell.safetensors, not flux1-dev.safetensors: 23,782,506,688 bytes is the " \
+           "published size of flux1-schnell.safetensors" in dev and "truncated" not in dev
+    assert "WRONG FILE: this is t5xxl_fp8_e4m3fn.safetensors, not t5xxl_fp16.safetensors" in t5 and "truncated" not in t5
+    assert "Fix: rename it to t5xxl_fp8_e4m3fn.safetensors (in models/text_encoders/)" in t5
+
+
+def test_a_hash_computed_before_calls_a_file_wrong_without_verify(comfy, monkeypatch):
+    """One rule with `download`: a SHA-256 remembered from an earlier --verify counts without hashing again."""
+    table = SMALL.replace(bisenet={"sha256": "0" * 64})
+    fill(comfy, table.pack)
+    assert run(["--comfyui", comfy, "--verify"], table)[0] == 1
+    monkeypatch.setattr(check_models, "sha256_of", lambda *a: pytest.fail("hashed without --verify"))
+    code, out, _ = run(["--comfyui", comfy], table)
+    assert code == 1 and "WRONG FILE: another file: same size, but SHA-256" in section(out, "parsing_bisenet.pth")
+    assert f"sha256: {hashlib.sha256(DATA).hexdigest()} (matches the published value)" in \
+        section(out, "pulid_flux_v0.9.1.safetensors")

@@ -108,8 +108,9 @@ def test_a_workflows_files_are_fetched_verified_and_put_where_comfyui_reads_them
     assert sorted(p.name for p in antelope.iterdir()) == ["glintr100.onnx", "scrfd_10g_bnkps.onnx"]  # not nested
     assert not list(comfy.rglob(download.STAGING))
     assert "9 file(s) to download" in out and out.endswith("All the requested model files are in place.\n")
-    assert "downloading parsing_bisenet.pth: 100%" in err  # the HTTPS progress; the Hub's bar is huggingface_hub's
+    assert "downloading parsing_bisenet.pth: 100%" in err and "downloading flux1-dev.safetensors: 100%" in err
     assert TOKEN not in out + err + capsys.readouterr().err
+    assert hub.cdn_authorizations == 0 and any(r[1].startswith("/cdn/") for r in hub.requests)
     # check-models now finds them all, and --verify reads none again (download recorded the hashes)
     monkeypatch.setattr(check_models, "sha256_of", lambda *a: pytest.fail("hashed again"))
     parser = argparse.ArgumentParser()
