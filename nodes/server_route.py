@@ -29,7 +29,7 @@ from PIL import Image
 from ..face_migration.errors import (ApiNoFaceError, ApiPromptFailedError, ApiRequestError, ApiSetupError,
                                      ApiUnavailableError, ModelFileError, NoFaceError)
 from ..face_migration.remote.params import API_PATH
-from ..face_migration.selfhost.access import authorize, configured_token, listens_beyond_loopback
+from ..face_migration.selfhost.access import authorize, core_token, listens_beyond_loopback, route_token
 from ..face_migration.selfhost.mailbox import Mailbox
 from ..face_migration.selfhost.protocol import check_upload_size, error_answer, image_answer, parse_request
 from ..face_migration.selfhost.templates import (RESULT_NODE, TemplateCatalog, fill, request_values,
@@ -126,7 +126,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     upload = None
     try:
         user_directory = folder_paths.get_user_directory()
-        authorize(request.headers.get("Authorization"), configured_token(user_directory),
+        authorize(request.headers.get("Authorization"), route_token(user_directory),
                   listens_beyond_loopback(args.listen), user_directory)
         api_request = parse_request(*await read_form(request))
         template = catalog().template(api_request.params.model)
@@ -201,11 +201,15 @@ class OwnApi:
         scheme = "https" if args.tls_keyfile and args.tls_certfile else "http"
         self.base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{server.port}"
         self.session = session
+        # A core with Bearer auth (WRAPPER_AUTH_TOKEN) refuses this process's own calls without it.
+        token = core_token()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
         try:
             # ssl=False: the only peer is this process, whose own (often self-signed) certificate it is.
-            async with self.session.request(method, self.base + path, json=body, ssl=False) as response:
+            async with self.session.request(method, self.base + path, json=body, headers=self.headers,
+                                            ssl=False) as response:
                 data = await response.json(content_type=None) if response.content_length != 0 else None
                 return response.status, data
         except (aiohttp.ClientError, ValueError) as exc:

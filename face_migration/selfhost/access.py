@@ -1,7 +1,7 @@
 """Who may use the self-hosted route. The token comes from the environment or a file in ComfyUI's user
 folder, never from a workflow. Without a token the route answers only when ComfyUI listens on this
-machine alone; a ComfyUI reachable from other machines refuses every request until a token is set.
-Refusals tell the client how the owner sets a token but never this server's paths (those go to the log)."""
+machine alone; a ComfyUI reachable from other machines refuses every request until a token is set. Where the
+core itself demands a Bearer token (WRAPPER_AUTH_TOKEN), that token is the route's too. Refusals tell the client how the owner sets a token but never this server's paths (those go to the log)."""
 from __future__ import annotations
 
 import hmac
@@ -13,6 +13,8 @@ from ..errors import ApiNotConfiguredError, ApiTokenError, ApiTokenFileError
 
 TOKEN_ENV = "FACE_MIGRATION_API_TOKEN"
 TOKEN_FILENAME = "face_migration_api_token.txt"
+# Newer ComfyUI cores (middleware/wrapper_auth.py) demand 'Authorization: Bearer <this>' on every route when set.
+CORE_TOKEN_ENV = "WRAPPER_AUTH_TOKEN"
 # How the owner sets a token, without this server's paths: the same words as docs/self-hosting.md.
 HOW_TO_SET_TOKEN = (f"its owner sets the environment variable {TOKEN_ENV} before starting ComfyUI, or writes the "
                     f"token alone into {TOKEN_FILENAME} in ComfyUI's user folder; clients send it as "
@@ -22,8 +24,8 @@ HOW_TO_SET_TOKEN = (f"its owner sets the environment variable {TOKEN_ENV} before
 def configured_token(user_directory: str | os.PathLike, environ=os.environ) -> str | None:
     """The token from FACE_MIGRATION_API_TOKEN, else from ComfyUI/user/face_migration_api_token.txt
     (read on each request, so a new token applies without a restart); None when neither is set.
-    A token file that cannot be read refuses every request (ApiTokenFileError, 403): the owner meant to
-    set a token, so the route must not fall back to none."""
+    A token file that cannot be read, or holds nothing but white space, refuses every request
+    (ApiTokenFileError, 403): the owner meant to set a token, so the route must not fall back to none."""
     token = environ.get(TOKEN_ENV, "").strip()
     if token:
         return token
@@ -34,12 +36,38 @@ def configured_token(user_directory: str | os.PathLike, environ=os.environ) -> s
         return None
     except (OSError, UnicodeDecodeError) as exc:
         cause = "a folder" if path.is_dir() else f"unreadable ({type(exc).__name__}: {exc})"
-        raise ApiTokenFileError(
-            f"the API token file of this server cannot be read, so the face-migration route refuses every "
-            f"request: its owner rewrites {TOKEN_FILENAME} in ComfyUI's user folder as a plain UTF-8 text file "
-            f"holding the token alone, or sets {TOKEN_ENV} instead",
-            detail=f"{path} is {cause}; write the token alone into it as UTF-8 text") from None
-    return token or None
+        raise token_file_error(path, cause) from None
+    if not token:
+        raise token_file_error(path, "empty (white space at most)")
+    return token
+
+
+def token_file_error(path: Path, cause: str) -> ApiTokenFileError:
+    return ApiTokenFileError(
+        f"the API token file of this server cannot be used, so the face-migration route refuses every "
+        f"request: its owner rewrites {TOKEN_FILENAME} in ComfyUI's user folder as a plain UTF-8 text file "
+        f"holding the token alone, or sets {TOKEN_ENV} instead",
+        detail=f"{path} is {cause}; write the token alone into it as UTF-8 text")
+
+
+def core_token(environ=os.environ) -> str | None:
+    """The token the core's own Bearer auth (WRAPPER_AUTH_TOKEN, newer cores) demands on every route, None when
+    unset; the route's calls to its own server carry it."""
+    return environ.get(CORE_TOKEN_ENV) or None
+
+
+def route_token(user_directory: str | os.PathLike, environ=os.environ) -> str | None:
+    """The token the route checks. A client sends one Authorization header, which the core's Bearer auth
+    checks first when WRAPPER_AUTH_TOKEN is set: the route then takes that token as its own, and a different
+    FACE_MIGRATION_API_TOKEN (or file) would refuse everyone, so it refuses with the fix instead (403)."""
+    token, core = configured_token(user_directory, environ), core_token(environ)
+    if core is not None and token is not None and not hmac.compare_digest(token.encode(), core.strip().encode()):
+        raise ApiNotConfiguredError(
+            f"this server's core asks every client for its {CORE_TOKEN_ENV} token and the face-migration route for a "
+            f"different token, and a request carries one: its owner gives {TOKEN_ENV} (or {TOKEN_FILENAME}) the "
+            f"value of {CORE_TOKEN_ENV}, or removes it",
+            detail=f"{TOKEN_ENV} or {Path(user_directory) / TOKEN_FILENAME} differs from {CORE_TOKEN_ENV}")
+    return token or (core.strip() if core else None)
 
 
 def listens_beyond_loopback(listen: str) -> bool:

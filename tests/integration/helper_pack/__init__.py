@@ -115,3 +115,7 @@ NODE_CLASS_MAPPINGS.update(_INJECTION_PROBES)
 from .sampling_probes import NODE_CLASS_MAPPINGS as _SAMPLING_PROBES  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_SAMPLING_PROBES)
+from .core_auth_standin import NODE_CLASS_MAPPINGS as _CORE_AUTH_STANDIN, install as _install_core_auth  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_CORE_AUTH_STANDIN)
+_install_core_auth()
