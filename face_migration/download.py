@@ -80,7 +80,8 @@ def plan(models: list[ModelFile], folders: FolderMap, cache: HashCache, verify: 
             present.append((model, path))
         elif path:
             twin = other_file_of_size(model, os.path.getsize(path), catalogue)
-            keep_as = os.path.join(os.path.dirname(path), twin.filename) if twin else None
+            keep_as = os.path.join(os.path.dirname(path), twin.filename) if twin and twin.folder == model.folder \
+                else None
             jobs.append(Job(model, path, problem, keep_as if keep_as and not os.path.exists(keep_as) else None))
         else:
             target = os.path.join(folders.download_root(model.folder), model.subdirs[0], model.filename)
@@ -208,8 +209,6 @@ def _download(model: ModelFile, partial: Partial, err) -> None:
     started, first = time.monotonic(), partial.size()
     if first and first == model.size_bytes and partial.identity():  # all there: stopped while verifying
         return
-    if first:
-        err.write(f"  continuing from {human_size(first)} fetched earlier\n")
 
     def report(done: int, total: int) -> None:
         rate = (done - first) / max(time.monotonic() - started, 1e-3)
@@ -217,7 +216,7 @@ def _download(model: ModelFile, partial: Partial, err) -> None:
 
     for attempt in range(1, RETRIES + 2):
         try:
-            _transfer(model, source, partial, report)
+            _transfer(model, source, partial, report, err)
             return
         except requests.RequestException as exc:
             if not _worth_retrying(exc):
@@ -242,15 +241,19 @@ def _worth_retrying(exc: requests.RequestException) -> bool:
     return status >= 500 or status == 429
 
 
-def _transfer(model: ModelFile, source: Source, partial: Partial, report) -> None:
+def _transfer(model: ModelFile, source: Source, partial: Partial, report, err) -> None:
     """One request: append to the partial when the server sends the same file from where it stops, else
     write the file from byte 0."""
-    done, recorded = partial.size(), partial.identity()
-    if done and not (recorded and recorded.get("etag") and recorded.get("url") == source.url):
-        done = 0  # bytes nothing vouches for: fetched before records existed, or from another address
-    response, identity, start = _open(source, model, recorded if done else None, done)
+    kept, recorded = partial.size(), partial.identity()
+    vouched = bool(recorded and recorded.get("etag") and recorded.get("url") == source.url)
+    response, identity, start = _open(source, model, recorded if kept and vouched else None, kept if vouched else 0)
     with response:
-        if start == 0:
+        if start:
+            err.write(f"  continuing from {human_size(start)} fetched before\n")
+        else:
+            if kept:
+                err.write(f"  the {human_size(kept)} fetched before are not of this file as it is now (it changed "
+                          f"upstream, or the server cannot continue it): starting again from 0\n")
             partial.begin(identity)
         total = start + int(response.headers.get("Content-Length") or 0) or model.size_bytes or 0
         with open(partial.path, "ab") as handle:
@@ -414,6 +417,8 @@ def run(args: argparse.Namespace, out=None, err=None, catalogue: Catalogue = CAT
               "Nothing to download.\n")
     for job in jobs:
         note = f" (replacing the file there: {job.replaces})" if job.replaces else ""
+        if job.keep_as:
+            note = f"{note[:-1]}; it is kept as {os.path.basename(job.keep_as)})"
         out.write(f"\n{job.model.filename} -> {job.target}{note}\n  from {job.model.source_url} "
                   f"(licence: {job.model.licence})\n")
         try:

@@ -1,8 +1,9 @@
 """A stand-in for the Hugging Face Hub and a file server on loopback, for the `download` tests (no network).
 
 A Hub file, /{repo}/resolve/{revision}/{path}, is answered as the Hub answers a large (LFS) file: 302 to a
-content server on another host name (localhost/cdn/<sha256>) with X-Repo-Commit, X-Linked-Etag and X-Linked-Size, or 401 with
-X-Error-Code: GatedRepo for a gated file requested without the right token. Any other path is a plain file
+content server on another host name (localhost/cdn/<sha256>) with X-Repo-Commit, X-Linked-Etag and
+X-Linked-Size, or 401 with X-Error-Code: GatedRepo for a gated file requested without the right token.
+Any other path is a plain file
 (a GitHub release asset). Both serve byte ranges and honour If-Range. A file can be cut off half-way once
 or every time (the connection closes early), or held half-way until the test lets it go (to interrupt the
 client); the bytes of each file actually sent are counted, so a test can tell what a rerun fetched again."""

@@ -381,7 +381,8 @@ def test_another_catalogue_file_is_named_by_its_size_not_called_truncated(comfy)
     dev, t5 = section(out, "flux1-dev.safetensors"), section(out, "t5xxl_fp16.safetensors")
     assert "WRONG FILE: this is flux1-schnell.safetensors, not flux1-dev.safetensors: 23,782,506,688 bytes is the " \
            "published size of flux1-schnell.safetensors" in dev and "truncated" not in dev
-    assert "WRONG FILE: this is t5xxl_fp8_e4m3fn.safetensors, not t5xxl_fp16.safetensors" in t5 and "truncated" not in t5
+    assert "WRONG FILE: this is t5xxl_fp8_e4m3fn.safetensors, not t5xxl_fp16.safetensors" in t5
+    assert "truncated" not in t5
     assert "Fix: rename it to t5xxl_fp8_e4m3fn.safetensors (in models/text_encoders/)" in t5
 
 

@@ -177,6 +177,7 @@ def test_after_the_retries_give_up_the_next_run_fetches_only_the_rest(hub, catal
     code, _, err = run(comfy, catalogue, "--missing")
     assert code == 0, err
     assert hub.gets(path)[-1] == f"bytes={kept}-" and hub.served[path] - before == len(content(key)) - kept
+    assert f"continuing from {download.human_size(kept)} fetched before" in err
     assert where(comfy, catalogue, key).read_bytes() == content(key)
     assert not list(comfy.rglob(download.STAGING))
 
@@ -213,6 +214,7 @@ def test_a_partial_of_another_revision_is_fetched_again_from_0(hub, catalogue, c
     code, _, err = run(comfy, revised, "--missing")
     assert code == 0, err
     assert hub.served[path] - before == len(new) and where(comfy, revised, key).read_bytes() == new
+    assert "are not of this file as it is now (it changed upstream" in err
     if key == "pulid_flux":  # the content server was asked for the whole file only
         assert hub.gets(path)[-1] is None
 
@@ -384,6 +386,7 @@ def test_another_models_file_under_the_name_is_kept_under_its_own(hub, catalogue
     code, out, err = run(comfy, catalogue, "flux1_schnell_pulid_4steps")
     assert code == 0, err
     assert "(replacing the file there: this is t5xxl_fp8_e4m3fn.safetensors, not t5xxl_fp16.safetensors" in out
+    assert "; it is kept as t5xxl_fp8_e4m3fn.safetensors)" in out
     assert fp16.read_bytes() == content("t5xxl_fp16")
     assert (fp16.parent / "t5xxl_fp8_e4m3fn.safetensors").read_bytes() == content("t5xxl_fp8")
 
