@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .client import FaceMigrationClient, RetryPolicy
+from .client import GATEWAY_STATUSES, RETRY_STATUSES, FaceMigrationClient, RetryPolicy
 from .errors import InvalidParameterError, RemoteError
 from .images import DEFAULT_MAX_UPLOAD_SIDE, ReceivedImage, keep_received_on_failure, save_received
 from .keys import ENV_VARS, KEY_FILENAME, find_api_key
@@ -70,11 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_seconds, default=180.0, help="seconds to wait for one answer "
                                                                         "(default %(default)s)")
     parser.add_argument("--max-attempts", type=_at_least(1), default=RetryPolicy.max_attempts,
-                        help="tries while the server cannot have started the work: no connection, or HTTP "
-                             "408, 429, 502, 503, 504 (default %(default)s)")
+                        help=f"tries while the server cannot have started the work: no connection, or HTTP "
+                             f"{_statuses(RETRY_STATUSES)} (default %(default)s)")
     parser.add_argument("--retry-timeouts", action="store_true",
-                        help="also send the request again after a read timeout or a broken answer; the "
-                             "server may have been working on it, so each try may be billed")
+                        help=f"also send the request again after a read timeout, a broken answer or a gateway's "
+                             f"HTTP {_statuses(GATEWAY_STATUSES, 'or')}; the server may have been working on it, so "
+                             f"each try may be billed")
     parser.add_argument("--max-total-time", type=_seconds, default=RetryPolicy.max_total_time,
                         help="seconds for all tries and waits together (default %(default)s)")
     parser.add_argument("--max-upload-side", type=_at_least(64), default=DEFAULT_MAX_UPLOAD_SIDE,
@@ -127,6 +128,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(path)
     return status
+
+
+def _statuses(statuses, last: str = "and") -> str:
+    ordered = [str(status) for status in sorted(statuses)]
+    return ", ".join(ordered[:-1]) + f" {last} {ordered[-1]}" if len(ordered) > 1 else ordered[0]
 
 
 def _seconds(text: str) -> float:

@@ -3,6 +3,7 @@ import argparse
 import base64
 import io
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -327,3 +328,18 @@ def test_a_missing_dependency_is_named(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(entry.COMMANDS, "dep", ("fm_needs_dep", "x"))
     assert entry.main(["dep"]) == 2
     assert "needs the Python package 'surely_not_installed_pkg'" in capsys.readouterr().err
+
+
+def option_help(help_text: str, option: str) -> str:
+    """The help of one option in `--help` output, its wrapped lines joined."""
+    words = " ".join(help_text.split())
+    start = words.rindex(f"{option} ")  # past the usage line
+    following = re.search(r" --[a-z-]+", words[start + len(option):])
+    return words[start:start + len(option) + (following.start() if following else len(words))]
+
+
+def test_generate_help_says_502_and_504_are_sent_again_only_with_retry_timeouts():
+    text = run_cli("generate", "--help").stdout
+    attempts, timeouts = option_help(text, "--max-attempts"), option_help(text, "--retry-timeouts")
+    assert "408, 429 and 503" in attempts and "502" not in attempts and "504" not in attempts, attempts
+    assert "502 or 504" in timeouts, timeouts
