@@ -30,7 +30,7 @@ TEMPLATE_INDEX = REPO / "web" / "workflow_templates.json"  # read by web/workflo
 TEMPLATE_CATEGORY = "Face Migration (PuLID-FLUX)"
 # The template browser's order: the first image first, then the variations, then the hosted API.
 TEMPLATE_ORDER = ["flux1_dev_pulid", "flux1_schnell_pulid_4steps", "flux1_dev_pulid_two_people",
-                  "identity_round_trip", "remote_api_face_migration", "local_vs_remote"]
+                  "chroma_pulid", "identity_round_trip", "remote_api_face_migration", "local_vs_remote"]
 PACK_ID = "comfyui-face-migration"
 CORE_VERSION = "0.3.64"
 PACK_VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
@@ -57,6 +57,10 @@ VIEW_MARGIN = 80  # newer frontends draw the canvas under their side and top bar
 # nodes' bounds on a 1920x1080 screen (LGraphCanvas fitToBounds). They draw text from a scale of 8 / 14 (their
 # 8 px minimum font over the 14 px node font): the layout aims above that (tests/test_workflows.py).
 FIT_ZOOM, FIT_SCREEN = 0.75, (1920, 1080)
+# Note text: the frontends' Markdown default, and the first Note's (How to use), which web/note_text.js sets from the
+# node's TEXT_PX_PROPERTY so that it reads at 9 px or more in that fitted view (about 0.6) as well.
+NOTE_PX, FIRST_NOTE_PX, FITTED_NOTE_MIN_PX = 10, 16, 9
+TEXT_PX_PROPERTY = "face_migration_text_px"
 MUTED = 2  # LiteGraph mode "never": the node is not sent with the prompt
 
 
@@ -66,6 +70,7 @@ class Node:
         self.title, self.mode = title, 0
         if kind in ("Note", "MarkdownNote"):
             self.schema, self.inputs, self.outputs = None, [], []
+            self.text_px = NOTE_PX
             self.widgets_values = [widgets["text"]]
             self.size = list(size or (420, 200))
             return
@@ -115,7 +120,7 @@ class Node:
         if self.title:
             data["title"] = self.title
         if self.schema is None:
-            data["properties"] = {}
+            data["properties"] = {TEXT_PX_PROPERTY: self.text_px} if self.text_px != NOTE_PX else {}
             data["color"], data["bgcolor"] = "#432", "#653"
         else:
             pack = self.type.startswith("FaceMigration_")
@@ -251,9 +256,16 @@ class Column:
         """A new column at the same x for a group below this one's nodes (room for its title bar)."""
         return Column(self.g, self.x, self.width, self.y - GAP + GROUP_PAD + GROUP_GAP + GROUP_HEADER)
 
-    def note(self, text: str, title: str, height: int) -> Node:
-        return self._stack(self.g.note(text, (self.x, self.y + TITLE_HEIGHT), size=(self.width, height),
-                                       title=title))
+    def under_group(self) -> Column:
+        """A new column at the same x for nodes right under the group around this one's nodes."""
+        return Column(self.g, self.x, self.width, self.y + GROUP_PAD)
+
+    def note(self, text: str, title: str, px: int = NOTE_PX) -> Node:
+        """A Markdown Note as high as its text needs at `px` (see note_height)."""
+        size = (self.width, note_height(text, self.width, px))
+        node = self.g.note(text, (self.x, self.y + TITLE_HEIGHT), size=size, title=title)
+        node.text_px = px
+        return self._stack(node)
 
 
 def columns(g: Graph, x: int, *widths: int) -> list[Column]:
@@ -275,11 +287,13 @@ def model_note_lines(names: list[str]) -> str:
     return "\n".join(f"- {', '.join(files)}" for files in folders.values())
 
 
-def note_height(text: str, width: int) -> int:
-    """The height a MarkdownNote needs for `text` at `width` (10 px text, 15 px lines, larger headings), as the
+def note_height(text: str, width: int, px: int = NOTE_PX) -> int:
+    """The height a MarkdownNote needs for `text` at `width` with `px` text (10 px text: about 4.6 px a character,
+    15.5 px lines, larger headings; measured in frontends 1.27.10 and 1.49.6, whose text is the taller), as the
     frontends render it: link targets and markup are not shown. The browser test checks nothing is cut off."""
     shown = re.sub(r"\]\([^)]*\)", "", text).replace("**", "").replace("`", "").replace("[", "")
-    per_line = (width - 30) / 5.4
+    zoom = px / NOTE_PX
+    per_line = (width - 30) / (4.6 * zoom)
     lines = 0.0
     for line in shown.splitlines():
         if line.startswith("## "):
@@ -288,7 +302,7 @@ def note_height(text: str, width: int) -> int:
             lines += max(1, -(-(len(line) + wide_chars(line)) // per_line))
         else:
             lines += 0.6  # paragraph spacing
-    return int(50 + 15.5 * lines)
+    return int(50 + 15.5 * zoom * lines)
 
 
 PHOTO = "face_reference.png"
@@ -332,7 +346,7 @@ def models_note(g: Graph, column: Column, unet: str | None, face_files=FACE_FILE
     if extra:
         parts += ["", extra]
     text = "\n".join(parts)
-    return column.note(text, "Model files", note_height(text, column.width))
+    return column.note(text, "Model files")
 
 
 def flux_loaders(column: Column, unet: str) -> tuple[Node, Node, Node]:
@@ -407,10 +421,11 @@ def prompt_nodes(g: Graph, column: Column, clip: Node, text: str, guidance: floa
     return positive, negative
 
 
-def sampler_nodes(g: Graph, column: Column, model, positive, negative, vae, width, height, steps, seed) -> Node:
-    """Empty latent -> KSampler (cfg 1, euler/simple) -> VAE Decode; returns the decode node."""
+def sampler_nodes(g: Graph, column: Column, model, positive, negative, vae, width, height, steps, seed, cfg=1.0,
+                  scheduler="simple") -> Node:
+    """Empty latent -> KSampler (cfg 1 unless given, euler) -> VAE Decode; returns the decode node."""
     latent = column.add("EmptySD3LatentImage", width=width, height=height, batch_size=1)
-    sampler = column.add("KSampler", seed=seed, steps=steps, cfg=1.0, sampler_name="euler", scheduler="simple",
+    sampler = column.add("KSampler", seed=seed, steps=steps, cfg=cfg, sampler_name="euler", scheduler=scheduler,
                          denoise=1.0)
     g.link(model, sampler, "model")
     g.link(positive.out(0), sampler, "positive")
@@ -508,9 +523,9 @@ def notes_column(g: Graph, unet: str | None, notes: list[tuple[str, str]], face_
     """The Notes, left of every group: `notes` as (title, markdown), the first (How to use) at the top of the
     opening view, then the model files when the graph loads any. Returns the column, for a group below them."""
     column = Column(g, 0, NOTE_WIDTH)
-    for title, text in with_chinese_note(g.name, notes):
+    for i, (title, text) in enumerate(with_chinese_note(g.name, notes)):
         text = textwrap.dedent(text).strip()
-        column.note(text, title, note_height(text, NOTE_WIDTH))
+        column.note(text, title, FIRST_NOTE_PX if i == 0 else NOTE_PX)
     if unet or face_files:
         models_note(g, column, unet, face_files, extra)
     return column
@@ -609,7 +624,7 @@ def build_two_people(g: Graph) -> dict:
         For other layouts change x/y in **left half mask** and **right half mask**, or draw masks with Load
         Image (as Mask); keep them the size of the image (**EmptySD3LatentImage**). FLUX.1-dev is under the FLUX.1 [dev]
         Non-Commercial License."""
-    notes = notes_column(g, "flux1-dev.safetensors", [("How to use", how)])
+    notes = notes_column(g, None, [("How to use", how)], face_files=[])  # Model files: right of Output
     face_models = notes.below()  # the Notes column has room below; the graph is too wide for a Models column
     models = face_pipeline_loaders(face_models)
     g.group("Models: face", face_models.nodes)
@@ -652,6 +667,7 @@ def build_two_people(g: Graph) -> dict:
     for side, photo in zip(("Left", "Right"), photos):
         face_similarity(g, output, models, photo, decode.out(0), title=f"{side} face similarity")
     g.group("Output", output.nodes)
+    models_note(g, output.under_group(), "flux1-dev.safetensors")
     return g.to_json()
 
 API_KEY_NOTE = f"""
@@ -712,8 +728,7 @@ def build_side_by_side(g: Graph) -> dict:
         {SCHNELL_GUIDANCE}"""
     # Four columns of Notes and models, then Face over Prompt, Sampling (local over hosted), Output: the widest
     # graph still fits the template browser's fitted view at a scale that draws text.
-    notes = notes_column(g, None, [("About the comparison", about), ("Set up the API key", API_KEY_NOTE)],
-                         face_files=[])
+    notes = notes_column(g, None, [("About the comparison", about)], face_files=[])
     face_models = notes.below()
     models = face_pipeline_loaders(face_models)
     g.group("Models: face", face_models.nodes)
@@ -723,6 +738,7 @@ def build_side_by_side(g: Graph) -> dict:
     unet, clip, vae = flux_loaders(flux, "flux1-schnell.safetensors")
     models["pulid"] = flux.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
     x = g.group("Models: FLUX and PuLID", flux.nodes)
+    flux.under_group().note(textwrap.dedent(API_KEY_NOTE).strip(), "Set up the API key")
     face = Column(g, x, FACE_WIDTH)
     photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT - 10, image=PHOTO)
     identity = encode_face(g, face, models, photo, min_height=380)  # smaller than elsewhere: the tallest column
@@ -749,6 +765,75 @@ def build_side_by_side(g: Graph) -> dict:
     return g.to_json()
 
 
+# --- Chroma: FLUX.1's open descendant, T5-XXL only, real CFG with a negative prompt ---------------------------
+
+CHROMA_UNET = "Chroma1-HD.safetensors"
+CHROMA_NEGATIVE = ("low quality, blurry, deformed face, distorted features, bad anatomy, extra fingers, watermark, "
+                   "text, jpeg artifacts")
+
+
+def chroma_loaders(g: Graph, column: Column) -> tuple[Node, Node, Node]:
+    """(model, text encoder, VAE): Chroma1-HD, T5-XXL alone through CLIPLoader's type 'chroma' with the tokenizer
+    options ComfyUI's own Chroma template sets (padding 1), and the FLUX VAE."""
+    unet = column.add("UNETLoader", unet_name=CHROMA_UNET, weight_dtype="default")
+    clip = column.add("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="chroma")
+    t5 = column.add("T5TokenizerOptions", min_padding=1, min_length=0)
+    g.link(clip.out(0), t5, "clip")
+    return unet, t5, column.add("VAELoader", vae_name="ae.safetensors")
+
+
+def chroma_prompt_nodes(g: Graph, column: Column, clip: Node) -> tuple[Node, Node]:
+    """(positive, negative): the prompt and a written negative prompt (Chroma samples with real CFG)."""
+    texts = []
+    for title, text in (("Prompt", PROMPT), ("Negative prompt", CHROMA_NEGATIVE)):
+        texts.append(column.add("CLIPTextEncode", title=title, min_height=120, text=text))
+        g.link(clip.out(0), texts[-1], "clip")
+    return texts[0], texts[1]
+
+
+@workflow("chroma_pulid", "Chroma1-HD + PuLID: one face",
+          "Chroma (FLUX.1's open descendant): T5 only, CFG 4 with a negative prompt, identity on both passes")
+def build_chroma(g: Graph) -> dict:
+    how = f"""
+        ## How to use
+        1. Load a clear photo of one face in **Reference photo**, write the **Prompt** (the setting, not the
+           face) and the **Negative prompt**, queue.
+        2. Chroma reads T5-XXL only: **Load CLIP** with type *chroma*, no CLIP-L, no FluxGuidance. It
+           samples with real CFG (cfg 4): on the negative pass **Apply PuLID-FLUX** gives the official
+           *uncond ID* (the encoder's empty identity), as PuLID's own code does.
+
+        {APPLY_HELP}
+
+        Settings reported by the community for PuLID on Chroma: 768×768, 26 steps, weight 0.9-1.0. The pack
+        applies PuLID-FLUX to Chroma as to FLUX.1 (same blocks, image tokens only), checked with small random
+        Chroma models; how well the likeness holds on the real Chroma1-HD has not been measured here.
+        Chroma1-Radiance works with Apply as well (pixel space: swap the model, its latent and VAE)."""
+    files = [CHROMA_UNET, "t5xxl_fp16.safetensors", "ae.safetensors", *FACE_FILES]
+    notes_column(g, None, [("How to use", how)], face_files=files,
+                 extra="Chroma1-HD is Apache-2.0 (lodestones, trained from FLUX.1-schnell).")
+    loaders = Column(g, FIRST_GROUP_X, LOADER_WIDTH)
+    unet, clip, vae = chroma_loaders(g, loaders)
+    models = face_loaders(loaders)
+    x = g.group("Models", loaders.nodes)
+    face = Column(g, x, FACE_WIDTH)
+    photo = face.add("LoadImage", title="Reference photo", min_height=PHOTO_HEIGHT, image=PHOTO)
+    identity = encode_face(g, face, models, photo)
+    x = g.group("Face", face.nodes)
+    prompt = Column(g, x, PROMPT_WIDTH)
+    positive, negative = chroma_prompt_nodes(g, prompt, clip)
+    g.group("Prompt", prompt.nodes)
+    sampling = prompt.below()
+    apply = apply_pulid(g, sampling, unet.out(0), models["pulid"], identity, weight=1.0, start_step=0)
+    decode = sampler_nodes(g, sampling, apply.out(0), positive, negative, vae, 768, 768, 26, 42, cfg=4.0,
+                           scheduler="beta")
+    x = g.group("Sampling", sampling.nodes)
+    output = Column(g, x, OUTPUT_WIDTH)
+    save_image(g, output, decode.out(0), "face_migration/chroma_pulid")
+    face_similarity(g, output, models, photo, decode.out(0))
+    g.group("Output", output.nodes)
+    return g.to_json()
+
+
 IDENTITY_NAME = "my_face"
 
 
@@ -765,11 +850,10 @@ def build_identity(g: Graph) -> dict:
         **Step 2**: right-click the group *Face: encode once and save* → Set Group Nodes to Never (mute),
         and set the muted groups *Face: load the saved identity*, *Prompt*, *Sampling* and *Output* to
         Always. Queue: **Load Identity (PuLID)** feeds **Apply PuLID-FLUX** from the file, with no face
-        detector, EVA-CLIP or face parsing loaded; the image is the same as from the encoded photo.
-
-        Share the .safetensors file to share the identity without the photo. `python -m face_migration
-        identity info FILE` shows what a file holds."""
-    notes = notes_column(g, "flux1-dev.safetensors", [("How to use", how)])
+        detector, EVA-CLIP or face parsing loaded; the image is the same as from the encoded photo."""
+    sharing = ("Share the identity's .safetensors file to share the face without the photo; `python -m "
+               "face_migration identity info FILE` shows what a file holds.")
+    notes = notes_column(g, "flux1-dev.safetensors", [("How to use", how)], extra=sharing)
     loaders = Column(g, FIRST_GROUP_X, LOADER_WIDTH)
     unet, clip, vae = flux_loaders(loaders, "flux1-dev.safetensors")
     pulid = loaders.add("FaceMigration_PulidModelLoader", pulid_file=BY_KEY["pulid_flux"].filename)
@@ -827,8 +911,10 @@ def main() -> int:
             assert_valid(data, load_schemas(version), f"{name} on ComfyUI {version}")
         (OUT / f"{name}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         draw_thumbnail(data, title, subtitle, OUT / f"{name}.jpg")
+        first_note_px = graph.fitted_scale() * graph.nodes[0].text_px  # the first node is the first Note
+        assert first_note_px >= FITTED_NOTE_MIN_PX, f"{name}: the first Note is {first_note_px:.1f} px when fitted"
         print(f"wrote workflows/{name}.json and .jpg ({len(data['nodes'])} nodes, {len(data['links'])} links, "
-              f"fitted template view at {graph.fitted_scale():.2f})")
+              f"fitted template view at {graph.fitted_scale():.2f}, first Note text {first_note_px:.1f} px there)")
     write_template_index()
     return 0
 
