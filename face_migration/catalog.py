@@ -155,6 +155,14 @@ CORE_MODEL_FILES: tuple[ModelFile, ...] = (
         licence="Apache-2.0", purpose="FLUX VAE",
         size_bytes=335_304_388, sha256="afc8e28272cd15db3919bacdb6918ce9c1ed22e96cb12c4d5ed0fba823529e38",
         checksum_source=_PINNED.format("Comfy-Org/Lumina_Image_2.0_Repackaged", "22e393d7")),
+    # Chroma (chroma_pulid workflow): lodestones' FLUX.1-schnell descendant; it reads T5-XXL only (t5xxl_fp16
+    # above, with CLIPLoader's type 'chroma') and decodes with the FLUX VAE above.
+    ModelFile(
+        key="chroma1_hd", filename="Chroma1-HD.safetensors", folder="diffusion_models", subdirs=("",),
+        url=f"{_HF}/lodestones/Chroma1-HD/resolve/main/Chroma1-HD.safetensors",
+        licence="Apache-2.0", purpose="Chroma1-HD diffusion model (FLUX.1 family, T5-XXL text encoder only)",
+        size_bytes=17_800_038_288, sha256="d446d9695d08276f61e53653e025289dd96f7a489c27982a1fa54ecabc06642a",
+        checksum_source=_PINNED.format("lodestones/Chroma1-HD", "0e0c60ec")),
 )
 
 # Files a pack node loads when its workflow names none (Face Analysis loaders saved before their file widgets).

@@ -18,6 +18,8 @@ TEMPLATES = {  # name -> (title, description)
                                    "在本地使用托管 API 的默认设置：4 步、身份权重 1、起始步 0"),
     "flux1_dev_pulid_two_people": ("两个人，两张人脸",
                                    "两个身份，各自用遮罩限定在同一张 FLUX.1-dev 图像的一半"),
+    "chroma_pulid": ("Chroma1-HD + PuLID：一张人脸",
+                     "Chroma（FLUX.1 的开源后代）：只用 T5，CFG 4 加负面提示词，正负两次采样都带身份"),
     "identity_round_trip": ("把人脸身份存成文件",
                             "编码一次 → 保存人脸身份；加载人脸身份 → 应用 PuLID，不加载任何人脸模型"),
     "remote_api_face_migration": ("通过托管 API 进行人脸迁移",

@@ -87,7 +87,7 @@ def test_all_found_exits_0_and_prints_path_size_hash_folder_url(comfy):
         assert "(7 bytes)" in text
         assert f"sha256: {digest} (matches the published value)" in text
         assert model.display_folder in text and model.url in text
-    assert out.splitlines()[-1] == "All required model files are in place (SHA-256 verified for 11 of 11)."
+    assert out.splitlines()[-1] == "All required model files are in place (SHA-256 verified for 12 of 12)."
 
 
 def test_missing_required_file_exits_1_with_the_loader_message(comfy):
@@ -134,11 +134,12 @@ def test_known_hash_and_size_are_compared(comfy):
 
 
 def test_summary_line_is_true_when_text_encoders_are_missing(comfy):
-    fill(comfy, MODEL_FILES + (BY_KEY["flux1_dev"], BY_KEY["flux1_schnell"], BY_KEY["flux_ae"]))
+    fill(comfy, MODEL_FILES + tuple(BY_KEY[k] for k in ("flux1_dev", "flux1_schnell", "chroma1_hd", "flux_ae")))
     code, out, _ = run(["--comfyui", comfy])
     last = out.splitlines()[-1]
     assert code == 0 and not last.startswith("All required")
-    assert last.startswith("Missing for the shipped workflows: clip_l.safetensors, t5xxl_fp16.safetensors (")
+    missing = last.removeprefix("Missing for the shipped workflows: ").split(" (")[0]
+    assert sorted(missing.split(", ")) == ["clip_l.safetensors", "t5xxl_fp16.safetensors"], last
     assert "download --missing" in last
 
 

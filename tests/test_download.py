@@ -424,3 +424,17 @@ def test_nothing_in_the_pack_starts_a_download():
              if "download" in p.read_text() and p.name not in ("download.py", "__main__.py")
              and ("import download" in p.read_text() or ".download import" in p.read_text())]
     assert users == []
+
+
+def test_the_chroma_workflows_files_are_fetched_without_a_token(hub, catalogue, comfy, monkeypatch):
+    """`download chroma_pulid`: Chroma1-HD (lodestones, not gated), T5-XXL alone, the FLUX VAE and the face files,
+    each verified against its catalogue entry; no CLIP-L (Chroma reads T5 only)."""
+    monkeypatch.delenv("HF_TOKEN")
+    code, out, err = run(comfy, catalogue, "chroma_pulid")
+    assert code == 0, out + err
+    keys = [m.key for m in check_models.workflow_needs(catalogue=catalogue)["chroma_pulid"]]
+    assert sorted(keys) == sorted(["chroma1_hd", "t5xxl_fp16", "flux_ae", "pulid_flux", "scrfd", "glintr100",
+                                   "eva02_clip_l_336", "bisenet"])
+    for key in keys:
+        assert where(comfy, catalogue, key).read_bytes() == content(key), key
+    assert "8 file(s) to download" in out and "downloading Chroma1-HD.safetensors: 100%" in err

@@ -16,7 +16,7 @@ from face_migration.support import TESTED_COMFYUI
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {"flux1_dev_pulid", "flux1_schnell_pulid_4steps", "remote_api_face_migration",
-            "flux1_dev_pulid_two_people", "local_vs_remote", "identity_round_trip"}
+            "flux1_dev_pulid_two_people", "local_vs_remote", "identity_round_trip", "chroma_pulid"}
 LOCAL = sorted(EXPECTED - {"remote_api_face_migration"})
 WORKFLOWS = [REPO / "workflows" / f"{name}.json" for name in sorted(EXPECTED)]
 PACK_PREFIX = "FaceMigration_"
@@ -44,7 +44,7 @@ def widgets(node, schemas):
     return result
 
 
-def test_exactly_the_six_workflows_are_shipped():
+def test_exactly_the_expected_workflows_are_shipped():
     assert {p.stem for p in (REPO / "workflows").glob("*.json")} == EXPECTED
 
 
@@ -112,6 +112,38 @@ def test_schnell_mirrors_the_hosted_api_defaults(schemas):
     apply = widgets(apply_nodes(workflow)[0], schemas)
     assert apply["weight"] == 1.0 and apply.get("timing", "steps") == "steps" and apply["start_step"] == 0
     assert widgets(nodes_of(workflow, "UNETLoader")[0], schemas)["unet_name"] == "flux1-schnell.safetensors"
+
+
+def linked_from(workflow, node, input_name):
+    """The node whose output feeds `input_name` of `node`."""
+    [link] = [i["link"] for i in node["inputs"] if i["name"] == input_name]
+    [source] = [l[1] for l in workflow["links"] if l[0] == link]
+    return next(n for n in workflow["nodes"] if n["id"] == source)
+
+
+def test_chroma_workflow_reads_t5_only_and_samples_with_cfg_a_negative_prompt_and_the_uncond_id(schemas):
+    """As ComfyUI's own Chroma template: T5-XXL through CLIPLoader 'chroma' (padding 1), no CLIP-L and no
+    FluxGuidance; CFG about 4 with a written negative prompt; the community's PuLID settings on Chroma (768²,
+    26 steps, weight 0.9-1.0) and the official uncond ID on the negative pass."""
+    workflow = load("chroma_pulid")
+    [unet], [clip], [t5] = (nodes_of(workflow, k) for k in ("UNETLoader", "CLIPLoader", "T5TokenizerOptions"))
+    assert model_by_filename(widgets(unet, schemas)["unet_name"]).key == "chroma1_hd"
+    assert widgets(clip, schemas)["type"] == "chroma" and widgets(t5, schemas)["min_padding"] == 1
+    assert model_by_filename(widgets(clip, schemas)["clip_name"]).key == "t5xxl_fp16"
+    assert not nodes_of(workflow, "DualCLIPLoader") and not nodes_of(workflow, "FluxGuidance")
+    [sampler] = nodes_of(workflow, "KSampler")
+    settings = widgets(sampler, schemas)
+    assert 3.5 <= settings["cfg"] <= 4.5 and settings["steps"] == 26
+    latent = widgets(linked_from(workflow, sampler, "latent_image"), schemas)
+    assert (latent["width"], latent["height"]) == (768, 768)
+    negative = linked_from(workflow, sampler, "negative")
+    assert negative["type"] == "CLIPTextEncode" and widgets(negative, schemas)["text"].strip()
+    assert linked_from(workflow, negative, "clip")["id"] == t5["id"]
+    [apply] = apply_nodes(workflow)
+    assert apply["type"] == "FaceMigration_ApplyPulidSimple"  # its negative pass always takes the uncond ID
+    assert 0.9 <= widgets(apply, schemas)["weight"] <= 1.0
+    assert linked_from(workflow, apply, "model")["id"] == unet["id"]
+    assert "has not been measured" in note_text(workflow)
 
 
 @pytest.mark.parametrize("name", ["flux1_schnell_pulid_4steps", "local_vs_remote"])
