@@ -2,7 +2,7 @@
 
 A Hub file, /{repo}/resolve/{revision}/{path}, is answered as the Hub answers a large (LFS) file: 302 to a
 content server on another host name (localhost/cdn/<sha256>) with X-Repo-Commit, X-Linked-Etag and
-X-Linked-Size, or 401 with X-Error-Code: GatedRepo for a gated file requested without the right token.
+X-Linked-Size, or 401 / 403 with X-Error-Code: GatedRepo for a gated file asked without a token / another.
 Any other path is a plain file
 (a GitHub release asset). Both serve byte ranges and honour If-Range. A file can be cut off half-way once
 or every time (the connection closes early), or held half-way until the test lets it go (to interrupt the
@@ -94,8 +94,9 @@ def _handler(hub: FakeHub):
                 return self._send(key, body) if key else self._error(404, "EntryNotFound", f"{path} expired")
             if path not in hub.files:
                 return self._error(404, "EntryNotFound", f"{path} does not exist")
-            if path in hub.gated and self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                return self._error(401, "GatedRepo", "Access to this model is restricted: accept the conditions")
+            token = self.headers.get("Authorization")
+            if path in hub.gated and token != f"Bearer {TOKEN}":  # 401 without a token, 403 for one without access
+                return self._error(403 if token else 401, "GatedRepo", "Access to this model is restricted")
             if "/resolve/" not in path:
                 return self._send(path, body)
             data = hub.files[path]

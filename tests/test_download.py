@@ -243,7 +243,7 @@ def test_a_gated_file_without_token_says_how_to_get_access(hub, catalogue, comfy
     assert where(comfy, catalogue, "clip_l").exists()  # the rest of the workflow's files are fetched
     monkeypatch.setenv("HF_TOKEN", "hf_wrong_secret_value")
     code, _, err = run(comfy, catalogue, WORKFLOW)
-    assert code == 1 and "HF_TOKEN is set but was refused" in err and "hf_wrong_secret_value" not in err
+    assert code == 1 and "(HTTP 403; HF_TOKEN is set but was refused)" in err and "hf_wrong_secret_value" not in err
 
 
 def test_a_refused_login_token_is_named_as_such(hub, catalogue, comfy, monkeypatch):
@@ -253,7 +253,7 @@ def test_a_refused_login_token_is_named_as_such(hub, catalogue, comfy, monkeypat
     saved.write_text("hf_stored_but_refused\n")
     code, _, err = run(comfy, catalogue, "flux1-dev.safetensors")
     assert code == 1 and "HF_TOKEN is not set and no" not in err and "hf_stored_but_refused" not in err
-    assert f"the token saved by the Hugging Face login ({saved}) was refused" in err
+    assert f"(HTTP 403; the token saved by the Hugging Face login ({saved}) was refused; HF_TOKEN is not set)" in err
     assert "log in again with a read token of that account (hf auth login" in err
     saved.write_text(TOKEN + "\n")
     assert run(comfy, catalogue, "flux1-dev.safetensors")[0] == 0
