@@ -210,8 +210,12 @@ def _download(model: ModelFile, partial: Partial, err) -> None:
     if first and first == model.size_bytes and partial.identity():  # all there: stopped while verifying
         return
 
+    received, last = 0, first  # bytes this run received, for the speed (the file may start again from 0)
+
     def report(done: int, total: int) -> None:
-        rate = (done - first) / max(time.monotonic() - started, 1e-3)
+        nonlocal received, last
+        received, last = received + max(done - last, 0), done
+        rate = received / max(time.monotonic() - started, 1e-3)
         progress(min(done / max(total, 1), 1.0), f"{human_size(done)} of {human_size(total)}, {human_size(rate)}/s")
 
     for attempt in range(1, RETRIES + 2):
