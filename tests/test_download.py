@@ -325,7 +325,7 @@ def test_ctrl_c_keeps_what_was_fetched_and_the_next_run_continues_it(hub, catalo
     assert f"interrupted; nothing was saved under {target}" in err and "run the command again to continue" in err
     assert not target.exists() and [p.name for p in target.parent.iterdir() if p.is_file()] == []
     kept = part.stat().st_size
-    assert kept == half
+    assert half - 8192 <= kept <= half  # what the client had read when it was interrupted
     hub.hold.clear()
     before = hub.served[path]
     code, _, err = run(comfy, catalogue, "--missing")
