@@ -57,6 +57,9 @@ MAX_CACHED = 16
 SIGMA_RTOL = 1e-5
 # Step inputs' upper bound: an end_step this high means "to the end of the run".
 MAX_STEP = 10000
+# What to change when a cache reused FLUX's output on the steps of an Apply's window (the caches' input names).
+CACHE_ADVICE = ("Lower the cache's threshold (TeaCache: rel_l1_thresh; EasyCache, LazyCache: reuse_threshold) or "
+                "make it start after the window (its start_percent), or move the window to steps the cache computes.")
 # Identity strength: 1 = official, 0 = off, negative pushes away from the face (down to -1, its mirror image).
 WEIGHT_MIN, WEIGHT_MAX = -1.0, 5.0
 # Mask values a resize may push just past [0, 1] (bicubic overshoot); they are clamped, anything further refused.
@@ -481,6 +484,8 @@ class RunRecord:
     partial_steps: dict = field(default_factory=dict)  # Injection -> set of steps
     computed_calls: int = 0  # model calls in which FLUX's blocks ran (some PuLID patch was called)
     computed_steps: set = field(default_factory=set)  # their steps
+    called_steps: set = field(default_factory=set)  # steps of the model calls that reached the call wrapper
+    reported_steps: set = field(default_factory=set)  # steps the sampler called back for
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     _correcting: bool = False  # after a callback, before the next step's first evaluation
@@ -489,6 +494,7 @@ class RunRecord:
     def called_back(self, step: int) -> None:
         """The sampler's callback: step `step` has made its first model evaluation."""
         with self._lock:
+            self.reported_steps.add(step)
             self._correcting = self.corrects_after_callback
             self.current_step = step if self._correcting else step + 1
             self._evaluations = 0
@@ -510,6 +516,7 @@ class RunRecord:
 
     def add(self, call: CallInfo, injections, active: dict, ran: dict, reached: bool) -> None:
         with self._lock:
+            self.called_steps.update(call.steps.tolist() if call.steps is not None else ())
             if reached:
                 self.computed_calls += 1
                 self.computed_steps.update(call.steps.tolist() if call.steps is not None else ())
@@ -544,14 +551,32 @@ class RunRecord:
             elif self.planned_calls[inj]:
                 self._warn_never_reached(name, inj, total)
             elif inj.weight != 0:
-                logger.warning("%s: the identity was never active in this sampling run of %d steps (steps are "
-                               "counted from 0 in the run the sampler was given). Lower start_step or use percent "
-                               "timing.", name, total)
+                self._warn_never_active(name, inj, total)
+
+    def _warn_never_active(self, name: str, inj: Injection, total: int) -> None:
+        """Never planned: its window holds no step of the run, or the model was not called on the steps it holds
+        (LazyCache answers the sampler's evaluation before the model is called)."""
+        said = f"{name}: the identity was never active in this sampling run of {total} steps"
+        skipped = self._in_window(inj, sorted(self.reported_steps - self.called_steps))
+        if skipped:
+            logger.warning("%s: the sampler ran steps %s of this Apply's window without calling FLUX, a cache "
+                           "answered them with an earlier step's output. %s", said, skipped, CACHE_ADVICE)
+        else:
+            logger.warning("%s (steps are counted from 0 in the run the sampler was given). Lower start_step or use "
+                           "percent timing.", said)
+
+    def _in_window(self, inj: Injection, steps: list) -> list:
+        window = self.windows.get(inj, inj.timing)
+        if isinstance(window, StepRange):
+            return [s for s in steps if window.start <= s < window.end]
+        if isinstance(window, SigmaRange):
+            return [s for s in steps if window.low <= float(self.schedule[s]) <= window.high]
+        return steps  # percents never converted: no model call reached the wrapper
 
     def _warn_never_reached(self, name: str, inj: Injection, total: int) -> None:
         """Planned, never run. When FLUX's blocks ran in other model calls of the run, the patches work and the
-        calls of this window were not computed: a cache reused FLUX's output there (TeaCache, EasyCache and
-        LazyCache skip the whole model on a cache hit). Otherwise the blocks never run with their patches."""
+        calls of this window were not computed: a cache reused FLUX's output there (TeaCache skips the blocks,
+        EasyCache the model inside Apply's call wrapper). Otherwise the blocks never run with their patches."""
         said = (f"{name}: the identity never reached a FLUX block in this sampling run of {total} steps, though it "
                 f"was planned for {self.planned_calls[inj]} model calls")
         if not self.computed_calls:
@@ -560,10 +585,8 @@ class RunRecord:
             return
         where = (f"steps {sorted(self.computed_steps)}" if self.computed_steps
                  else f"{self.computed_calls} other model calls")
-        logger.warning("%s: FLUX's blocks were computed on %s only, none of them in this Apply's window. A cache "
-                       "that reuses FLUX's output skipped the window: lower its threshold (TeaCache: rel_l1_thresh; "
-                       "EasyCache, LazyCache: reuse_threshold) or make it start after the window (its start_percent), "
-                       "or move the window to steps the cache computes.", said, where)
+        logger.warning("%s: FLUX's blocks were computed on %s only, none of them in this Apply's window: a cache "
+                       "reused FLUX's output on the window's steps. %s", said, where, CACHE_ADVICE)
 
     def _warn_split(self, name: str, inj: Injection, total: int) -> None:
         """Each part of a split schedule counts its steps from 0: a step window other than 'every step' then

@@ -667,6 +667,22 @@ def test_an_identity_whose_window_a_cache_skipped_is_told_to_look_at_the_cache(m
     assert "rel_l1_thresh" in text and "reuse_threshold" in text and "start_percent" in text
 
 
+@pytest.mark.parametrize("start_step, skipped", [(2, True), (5, False)])
+def test_an_identity_whose_window_the_model_was_not_called_on_is_told_to_look_at_the_cache(model, caplog,
+                                                                                            start_step, skipped):
+    """LazyCache answers the sampler on steps 2 and 3 without calling the model: the identity with start_step 2
+    is never planned, and the warning used to say to lower start_step. A window past the run still gets that."""
+    injection = Injection(model, make_identity(), 1.0, StepRange(start_step, 100))
+    [(level, text)] = logged(caplog, lambda: sample(PulidRunWrapper(), SCHEDULE, (injection,),
+                                                    [1.0, Done(0), 0.75, Done(1), Done(2), Done(3)]))
+    assert level == logging.WARNING and "the identity was never active in this sampling run of 4 steps" in text
+    if skipped:
+        assert "ran steps [2, 3] of this Apply's window without calling FLUX" in text and "reuse_threshold" in text
+        assert "Lower start_step" not in text
+    else:
+        assert "Lower start_step" in text and "cache" not in text
+
+
 def test_the_plan_of_one_call_is_not_seen_by_another_thread(model):
     """The context variable is per thread: a MultiGPU work unit's blocks see their own call's plan only."""
     injection = Injection(model, make_identity(), 1.0, ALWAYS)
