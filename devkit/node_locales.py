@@ -43,7 +43,8 @@ def node_defs(schemas: dict) -> dict:
         for section in INPUT_SECTIONS:
             for name, spec in entry["input"].get(section, {}).items():
                 options = spec[1] if len(spec) > 1 else {}
-                inputs[name] = {"name": name, **({"tooltip": i18n_text(options["tooltip"])} if options.get("tooltip") else {})}
+                tooltip = options.get("tooltip")
+                inputs[name] = {"name": name, **({"tooltip": i18n_text(tooltip)} if tooltip else {})}
         outputs = {}
         for index, name in enumerate(entry["output_name"]):
             tooltip = entry["output_tooltips"][index] if index < len(entry.get("output_tooltips", [])) else None

@@ -38,7 +38,8 @@ def chinese_texts() -> dict[str, str]:
                   for p in sorted((ROOT / "web" / "docs").glob("*/zh.md"))})
     texts["docs/README.zh-CN.md"] = (ROOT / "docs" / "README.zh-CN.md").read_text(encoding="utf-8")
     index = json.loads(TEMPLATE_INDEX.read_text(encoding="utf-8"))
-    texts["web/workflow_templates.json"] = "\n".join(s for t in index["templates"] for s in strings(t.get("locales", {})))
+    texts["web/workflow_templates.json"] = "\n".join(s for t in index["templates"]
+                                                     for s in strings(t.get("locales", {})))
     for name in FIRST_WORKFLOWS:
         texts[f"workflows/{name}.json"] = "\n".join(chinese_notes(name))
     return texts
