@@ -272,7 +272,12 @@ def family(request, comfy) -> str:
     return name
 
 
-EVERY_FAMILY = pytest.mark.parametrize("family", list(TINY_MODELS), indirect=True)
+def over_families(*families: str):
+    """Parametrises a test over these FLUX.1-family members (the `family` fixture)."""
+    return pytest.mark.parametrize("family", families, indirect=True)
+
+
+EVERY_FAMILY = over_families(*TINY_MODELS)
 
 
 @pytest.fixture(scope="module")

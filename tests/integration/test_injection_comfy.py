@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-SIZE = 64  # 8 x 8 latent: 4 x 4 = 16 image tokens
+from tests.integration.conftest import EVERY_FAMILY, over_families
+
+SIZE = 64  # 8 x 8 latent: 4 x 4 = 16 image tokens (Chroma Radiance: 64 x 64 pixels in 16-pixel patches, as many)
 TEXT_TOKENS = 32
 IMAGE_TOKENS = 16
 ACTIVE = re.compile(r"PuLID Apply (\d+) \(.*?\): identity active on steps \[([\d, ]*)\] of this run's (\d+) steps "
@@ -154,6 +156,20 @@ def test_a_sampler_that_revisits_steps_gets_the_identity_on_each_visit(comfy, gr
     assert records == [([1, 2, 3], 4, 4)]
 
 
+@over_families("chroma")
+def test_step_and_percent_windows_with_chromas_model_sampling(comfy, graphs, family):
+    """Steps 1-3 of 4 on Chroma; a percent window becomes sigmas through Chroma's own model sampling and covers
+    a run of whole steps, giving exactly what the step window of those steps gives."""
+    _, records, _ = run_logged(comfy, base(graphs, {"start_step": 1, "end_step": 3}, seed=117, steps=4,
+                                           family=family), 1)
+    assert records == [([1, 2], 4, 2)]
+    window = {"timing": "percent", "start_percent": 0.3, "end_percent": 0.8}
+    entry, [(steps, total, _)], _ = run_logged(comfy, base(graphs, window, seed=117, steps=4, family=family), 1)
+    assert total == 4 and 0 < len(steps) < 4 and steps == list(range(steps[0], steps[-1] + 1)), steps
+    as_steps = base(graphs, {"start_step": steps[0], "end_step": steps[-1] + 1}, seed=117, steps=4, family=family)
+    assert graphs.digest(comfy.run(as_steps))["sha256"] == graphs.digest(entry)["sha256"]
+
+
 def test_a_start_step_past_the_last_step_warns(comfy, graphs):
     _, records, _ = run_logged(comfy, base(graphs, {"start_step": 7}, seed=107, steps=3), 1)
     assert records == [([], 3, 0)]
@@ -237,10 +253,30 @@ def test_kontext_reference_tokens_are_never_touched(comfy, graphs):
                and p[2] == IMAGE_TOKENS for p in single)
 
 
+@EVERY_FAMILY
+def test_the_identity_changes_only_the_image_tokens(comfy, graphs, family):
+    """Probes after Apply on double block 0 and single block 0: on Chroma and Chroma Radiance as on FLUX.1, the
+    identity changes all 16 image tokens and no text token (single blocks hold [text, image])."""
+    g = base(graphs, {}, seed=116, steps=1, family=family)
+    for block in ("double_block", "single_block"):
+        insert_after_apply(g, f"probe_{block}", {"class_type": "FaceMigrationTest_DitPatch", "inputs": {
+            "block": block, "index": 0, "mode": "probe", "scale": 1.0}})
+    _, [(steps, _, _)], probes = sha(comfy, graphs, g)
+    assert steps == [0]
+    double = [p for p in probes if p[0] == "double_block 0"]
+    single = [p for p in probes if p[0] == "single_block 0"]
+    assert double and single
+    assert all(p[1:4] == (IMAGE_TOKENS, IMAGE_TOKENS, [0, IMAGE_TOKENS]) for p in double), double
+    assert all(p[1:4] == (TEXT_TOKENS + IMAGE_TOKENS, IMAGE_TOKENS, [TEXT_TOKENS, TEXT_TOKENS + IMAGE_TOKENS])
+               for p in single), single
+
+
+@over_families("flux1", "chroma")
 @pytest.mark.parametrize("uncond_id, rows", [("uncond ID", 4), ("no ID", 2)])
-def test_batch_of_two_with_cfg_changes_the_expected_rows(comfy, graphs, uncond_id, rows):
-    """Batch 2, CFG 2: one model call holds 2 negative + 2 positive rows; 'no ID' leaves the negative ones."""
-    g = graphs.flux([{"uncond_id": uncond_id}], batch=2, cfg=2.0, size=SIZE, seed=112, steps=2)
+def test_batch_of_two_with_cfg_changes_the_expected_rows(comfy, graphs, uncond_id, rows, family):
+    """Batch 2, CFG 2 with a negative prompt: one model call holds 2 negative + 2 positive rows; 'uncond ID'
+    changes the negative ones too (with the encoder's empty identity), 'no ID' leaves them."""
+    g = graphs.flux([{"uncond_id": uncond_id}], batch=2, cfg=2.0, size=SIZE, seed=112, steps=2, family=family)
     insert_after_apply(g, "probe", {"class_type": "FaceMigrationTest_DitPatch", "inputs": {
         "block": "single_block", "index": 0, "mode": "probe", "scale": 1.0}})
     _, [(steps, _, _)], probes = sha(comfy, graphs, g)
