@@ -14,7 +14,7 @@ from comfy_api.v0_0_2 import ComfyExtension
 from ..face_migration.support import outside_support
 from .common import LOG_PREFIX, register_model_folders
 
-NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes", "server_route")
+NODE_MODULES = ("pulid_nodes", "face_nodes", "remote_nodes", "identity_nodes", "server_route", "workflow_thumbnails")
 # Top-level module -> the requirements.txt package that provides it.
 REQUIREMENT_MODULES = {"numpy": "numpy", "safetensors": "safetensors", "requests": "requests", "PIL": "pillow",
                        "onnxruntime": "onnxruntime-gpu or onnxruntime"}
@@ -37,8 +37,10 @@ def running_comfyui_version() -> str | None:
 
 class FaceMigrationExtension(ComfyExtension):
     async def on_load(self):
+        from .peer_prompts import register_peer_prompt_handler
         from .peer_replacements import register_peer_replacements
         await register_peer_replacements()
+        register_peer_prompt_handler()
 
     async def get_node_list(self):
         notice = outside_support(running_comfyui_version())
@@ -61,5 +63,6 @@ class FaceMigrationExtension(ComfyExtension):
                                     LOG_PREFIX, name, package, exc)
                 continue
             nodes.extend(module.NODES)
-            getattr(module, "register_routes", lambda: None)()  # server_route: the self-hosted API
+            # server_route: the self-hosted API; workflow_thumbnails: the template browser's thumbnails
+            getattr(module, "register_routes", lambda: None)()
         return nodes

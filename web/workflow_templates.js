@@ -2,20 +2,32 @@
 // a pack's workflows/ folder at /workflow_templates as bare file names, and the frontends (1.27 to 1.58) show
 // each under its file name, in the order the file system returns them; only the core index carries titles and
 // descriptions. So the pack's entry is taken out of the custom list and added to the core index as a category
-// of its own, from web/workflow_templates.json (written by scripts/build_workflows.py). Files, thumbnails and
-// loading stay the frontend's: a category's templates are fetched from /api/workflow_templates/<pack>/.
+// of its own, from web/workflow_templates.json (written by scripts/build_workflows.py). Files and loading stay
+// the frontend's: a category's templates are fetched from /api/workflow_templates/<pack>/<name>.json.
+// Thumbnails do not: every frontend asks for api.apiURL("/workflow_templates/<pack>/<name>") + ".jpg", and cores
+// after 0.33 serve only .json files there. The pack serves them itself (nodes/workflow_thumbnails.py), on every
+// core, at THUMBNAILS, where apiURL sends the frontends for this pack's thumbnails.
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 
 // This file is served at /extensions/<pack folder>/, the name ComfyUI lists the pack's templates under.
 const PACK = decodeURIComponent(new URL(import.meta.url).pathname.split("/").slice(-2)[0]);
 const INDEX_URL = new URL("./workflow_templates.json", import.meta.url);
+const THUMBNAILS = "/face-migration/workflow_thumbnails/"; // nodes/workflow_thumbnails.py ROUTE
+const TEMPLATE_FILES = `/workflow_templates/${PACK}/`;
 let indexPromise = null;
 
 const loadIndex = () => (indexPromise ??= fetch(INDEX_URL).then((response) => response.json()));
 
 const listCustom = api.getWorkflowTemplates.bind(api);
 const listCore = api.getCoreWorkflowTemplates.bind(api);
+const apiURL = api.apiURL.bind(api);
+
+api.apiURL = function (route, ...rest) {
+  // A template's JSON is asked for with its ".json"; its thumbnail without, the frontend appends ".jpg".
+  const thumbnail = typeof route === "string" && route.startsWith(TEMPLATE_FILES) && !route.endsWith(".json");
+  return apiURL(thumbnail ? THUMBNAILS + route.slice(TEMPLATE_FILES.length) : route, ...rest);
+};
 
 api.getWorkflowTemplates = async function () {
   const listed = await listCustom();

@@ -1,7 +1,8 @@
 """Who may use the self-hosted route. The token comes from the environment or a file in ComfyUI's user
 folder, never from a workflow. Without a token the route answers only when ComfyUI listens on this
 machine alone; a ComfyUI reachable from other machines refuses every request until a token is set. Where the
-core itself demands a Bearer token (WRAPPER_AUTH_TOKEN), that token is the route's too. Refusals tell the client how the owner sets a token but never this server's paths (those go to the log)."""
+core itself demands a Bearer token (WRAPPER_AUTH_TOKEN), that token is the route's too. Refusals tell the
+client how the owner sets a token but never this server's paths (those go to the log)."""
 from __future__ import annotations
 
 import hmac

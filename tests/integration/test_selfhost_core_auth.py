@@ -33,7 +33,8 @@ def guarded(another_comfy):
     folder = server.base / "user" / "face_migration" / "api_templates"
     folder.mkdir(parents=True)
     photo = {"class_type": "LoadImage", "inputs": {"image": "{{image}}"}}
-    result = {"class_type": "FaceMigration_ApiResult", "inputs": {"images": ["photo", 0], "request_id": "{{request_id}}"}}
+    result = {"class_type": "FaceMigration_ApiResult",
+              "inputs": {"images": ["photo", 0], "request_id": "{{request_id}}"}}
     (folder / "echo.json").write_text(json.dumps({"photo": photo, "result": result}))
     slow = {"class_type": "FaceMigrationTest_SlowImage", "inputs": {"image": ["photo", 0], "seconds": 300.0}}
     (folder / "slow.json").write_text(json.dumps({
