@@ -31,27 +31,33 @@ TEMPLATES = {  # name -> (title, description)
 ENGLISH_PROMPTS = ("提示词请尽量用英文：FLUX.1 的文本编码器（T5-XXL 与 CLIP-L）几乎只用英文数据训练，"
                    "中文提示词往往不能被正确理解。")
 
+# One line per paragraph or list item (adjacent literals are joined): a line break inside Chinese text shows as
+# a space in the rendered Note.
 NOTES = {  # workflow name -> Markdown of its Chinese Note
-    "flux1_schnell_pulid_4steps": f"""
-        ## 中文说明：与托管 API 相同的设置
-        1. 在 **Reference photo**（参考照片）中加载一张清晰的单人人脸照片，在 **Prompt** 中写提示词，然后运行（Queue）。
-        2. 本工作流在本地复现 MoArk（模力方舟）/ Gitee AI 人脸迁移 API 的默认设置：FLUX.1-schnell、**4 步**、
-           **id_weight 1**（即 **应用 PuLID-FLUX** 的权重）、**id_timestep_start 0**（即它的起始步）、1024×1024、cfg 1。
-        3. FLUX.1-schnell 没有引导（guidance）输入，所以本工作流中没有 FluxGuidance 节点。
-
-        {ENGLISH_PROMPTS}
-
-        模型文件：在插件文件夹中运行 `python -m face_migration download flux1_schnell_pulid_4steps`，
-        然后在浏览器中按 **R** 刷新列表。""",
-    "remote_api_face_migration": f"""
-        ## 中文说明
-        1. 在 **Reference photo**（参考照片）中加载一张单人人脸照片，在 **人脸迁移（MoArk API）** 节点中写提示词，
-           然后运行（Queue）。结果由 **Save Image**（保存图像）保存。
-        2. API 密钥：在 moark.ai（或 ai.gitee.com）创建密钥，启动 ComfyUI 之前设置环境变量 **MOARK_API_KEY**
-           （或 GITEE_AI_API_KEY），或者把密钥单独保存在 `ComfyUI/user/moark_api_key.txt` 中。密钥不是控件，
-           不会写进工作流或图像的元数据。每次运行都是一次付费请求；换一个种子就是一次新请求。
-
-        {ENGLISH_PROMPTS}""",
+    "flux1_schnell_pulid_4steps": "\n".join([
+        "## 中文说明：与托管 API 相同的设置",
+        "1. 在 **Reference photo**（参考照片）中加载一张清晰的单人人脸照片，在 **Prompt** 中写提示词，"
+        "然后运行（Queue）。",
+        "2. 本工作流在本地复现 MoArk（模力方舟）/ Gitee AI 人脸迁移 API 的默认设置：FLUX.1-schnell、**4 步**、"
+        "**id_weight 1**（即 **应用 PuLID-FLUX** 的权重）、**id_timestep_start 0**（即它的起始步）、"
+        "1024×1024、cfg 1。",
+        "3. FLUX.1-schnell 没有引导（guidance）输入，所以本工作流中没有 FluxGuidance 节点。",
+        "",
+        ENGLISH_PROMPTS,
+        "",
+        "模型文件：在插件文件夹中运行 `python -m face_migration download flux1_schnell_pulid_4steps`，"
+        "然后在浏览器中按 **R** 刷新列表。",
+    ]),
+    "remote_api_face_migration": "\n".join([
+        "## 中文说明",
+        "1. 在 **Reference photo**（参考照片）中加载一张单人人脸照片，在 **人脸迁移（MoArk API）** 节点中写提示词，"
+        "然后运行（Queue）。结果由 **Save Image**（保存图像）保存。",
+        "2. API 密钥：在 moark.ai（或 ai.gitee.com）创建密钥，启动 ComfyUI 之前设置环境变量 **MOARK_API_KEY**"
+        "（或 GITEE_AI_API_KEY），或者把密钥单独保存在 `ComfyUI/user/moark_api_key.txt` 中。密钥不是控件，"
+        "不会写进工作流或图像的元数据。每次运行都是一次付费请求；换一个种子就是一次新请求。",
+        "",
+        ENGLISH_PROMPTS,
+    ]),
 }
 
 
