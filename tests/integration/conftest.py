@@ -10,7 +10,9 @@ pack in custom_nodes/, a tiny random FLUX in models/diffusion_models (written by
 1.1 GB; set COMFY_TINY_FLUX to such a file to reuse it) and tiny PuLID files in models/pulid; a test
 parametrised with EVERY_FAMILY adds a tiny Chroma (1.3 GB) and Chroma Radiance (2.5 GB) when it first runs
 (COMFY_TINY_CHROMA and COMFY_TINY_CHROMA_RADIANCE reuse such files); the
-`tiny_face` fixture adds the face models and test photos.
+`tiny_face` fixture adds the face models and test photos (for the rest of the session). A test that needs a
+state of the shared server makes it itself, whatever ran before: `no_face_models` takes the face models away
+for one test.
 
 Other settings: COMFYUI_EXTRA_ARGS (default "--cpu"), COMFYUI_START_TIMEOUT (s, default 180),
 COMFYUI_PROMPT_TIMEOUT (s, default 600).
@@ -304,6 +306,26 @@ def tiny_face(comfy):
     see devkit/tiny_face_models.py. Returns the file names to use in prompts."""
     from devkit.tiny_face_models import install
     return install(comfy.base / "models", comfy.base / "input")
+
+
+@pytest.fixture
+def no_face_models(comfy):
+    """A fresh install's models folder for one test, whatever ran before: the face models `tiny_face` installs
+    (some under the real names a workflow asks for) are moved out of the server's models folder for the test and
+    put back after it. ComfyUI lists a folder again when it changes."""
+    from devkit.tiny_face_models import model_paths
+    models, aside = comfy.base / "models", comfy.base / "face_models_aside"
+    moved = []
+    for path in model_paths(models).values():
+        if path.is_file():
+            kept = aside / path.relative_to(models)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            moved.append((path.rename(kept), path))
+    try:
+        yield
+    finally:
+        for kept, path in moved:
+            kept.rename(path)
 
 
 # ---------------------------------------------------------------------------------------------

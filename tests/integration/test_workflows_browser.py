@@ -1,17 +1,20 @@
 """Each shipped workflow loaded into ComfyUI's own frontend in headless Chromium, as a user loads it.
 
-The file is dropped onto the page (the frontend's drop handler, as when dragging it from a file
-manager) of a server that has none of the real model files (a fresh install). Then: no missing-node
+The file is dropped onto a freshly loaded page (the frontend's drop handler, as when dragging it from a file
+manager) of a server that has none of the real model files (a fresh install: `no_face_models` takes away the
+face models an earlier test may have installed). Then: no missing-node
 dialog, every node type registered in LiteGraph; the Missing Models dialog lists each missing file of the
 workflow's `models` list (the pack's PuLID file included) and has no error row (a download the frontend
 refuses, an unknown folder); the saved view opens at a legible zoom; no node is smaller than the frontend
 needs for it and no two nodes overlap as the frontend draws them; and the prompt the frontend would queue
 equals tests/workflow_validation.to_api's conversion; the Notes' text is at least 12 px on screen, none is cut
 off, and the first one (How to use) opens in sight. Opened as the template browser opens it (frontends 1.49 and
-later fit the whole graph to the screen), each workflow is drawn above the scale where text disappears; the
-template browser lists the pack's workflows by title, in the pack's order. A prompt queued from the page shows
-Encode Face's, Save Identity's and Face Similarity's text results on the nodes. Screenshots go to
-artifacts/browser/<frontend version>/.
+later fit the whole graph to the screen), each workflow is drawn above the scale where text disappears and the
+first Note's text is at least 9 px on screen, in sight and not covered; the template browser lists the pack's
+workflows by title, in the pack's order. In 1.49 and later the EVA-CLIP .pt row of Missing Models has a
+download button that opens the file's page in a new tab. A prompt queued from the page shows Encode Face's, Save
+Identity's and Face Similarity's text results on the nodes, also when it is queued again and they come from
+ComfyUI's cache. Screenshots go to artifacts/browser/<frontend version>/.
 
 Frontends: the one ComfyUI bundles (1.27.10 with ComfyUI 0.3.64), and any other given to the server with
 COMFYUI_EXTRA_ARGS="--cpu --front-end-root PATH/comfyui_frontend_package/static" (checked with 1.58.1, the
@@ -72,6 +75,7 @@ REFUSAL_ROWS = ("Only allowed suffixes", "Download not allowed")
 INVALID_FOLDER_ROW = "Invalid directory"
 MIN_SCALE = 0.75  # LiteGraph stops drawing text below 0.6
 NOTE_MIN_PX = 12  # Note text on screen at the saved zoom
+FITTED_NOTE_MIN_PX = 9  # the first Note's text on screen as the template browser opens a workflow
 # Every Markdown Note on screen (the frontends hide those outside the view): its text size (font size times the
 # canvas zoom it is drawn at), its box in page pixels and whether its text overflows the box.
 NOTES_ON_SCREEN = """() => [...document.querySelectorAll('.comfy-markdown')].filter(el => el.offsetWidth).map(el => {
@@ -86,6 +90,13 @@ OPEN_AS_TEMPLATE = """async ([data, name]) => {
     await app.loadGraphData(data, true, true, name, {openSource: 'template'});
     await new Promise(r => setTimeout(r, 1500));  // the fit runs after the first frame
     return {scale: app.canvas.ds.scale, low_quality: app.canvas.low_quality};
+}"""
+# Whether what is drawn at five points of a box (centre and inset corners) is the element of the Note there, not
+# a panel, toast or dialog over it.
+UNCOVERED = """([left, top, right, bottom]) => {
+    const inset = 12, at = [[(left + right) / 2, (top + bottom) / 2], [left + inset, top + inset],
+        [right - inset, top + inset], [left + inset, bottom - inset], [right - inset, bottom - inset]];
+    return at.every(([x, y]) => document.elementFromPoint(x, y)?.closest('.comfy-markdown'));
 }"""
 PACK_FOLDER = "comfyui-face-migration"  # the pack's folder in the test server's custom_nodes (conftest)
 
@@ -120,11 +131,25 @@ def page(comfy):
         page = browser.new_page(viewport={"width": 1920, "height": 1080})
         page.console_errors = []
         page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
-        page.goto(comfy.url + "/")
-        page.wait_for_function("() => window.app?.graph && window.LiteGraph"
-                               " && Object.keys(LiteGraph.registered_node_types).length > 100", timeout=90_000)
-        close_dialogs(page)  # the template browser greets a first visit
+        open_app(page, comfy)
         yield page
+
+
+def open_app(page, comfy) -> None:
+    """(Re)load the frontend: it reads the node definitions, the model lists in the loaders' choices included,
+    once, when the page loads."""
+    page.goto(comfy.url + "/")
+    page.wait_for_function("() => window.app?.graph && window.LiteGraph"
+                           " && Object.keys(LiteGraph.registered_node_types).length > 100", timeout=90_000)
+    page.wait_for_timeout(3000)  # the template browser greets a fresh page late
+    close_dialogs(page)
+
+
+@pytest.fixture
+def fresh_install_page(page, comfy, no_face_models):
+    """The page as a newcomer opens it: a server with none of the real model files, the page loaded after that."""
+    open_app(page, comfy)
+    return page
 
 
 def chromium(playwright_own: str) -> str:
@@ -139,6 +164,14 @@ def chromium(playwright_own: str) -> str:
                 f"apt-get install chromium) or run `python -m playwright install chromium`")
 
 
+def drop_workflow(page, path: Path) -> None:
+    """Drop a workflow file onto the page and wait until it is loaded and checked for missing models."""
+    nodes = len(json.loads(path.read_text())["nodes"])
+    page.evaluate(DROP_FILE, [path.name, path.read_text()])
+    page.wait_for_function(f"() => app.graph.nodes.length === {nodes}", timeout=30_000)
+    page.wait_for_timeout(3000)  # the missing-model check is asynchronous
+
+
 def close_dialogs(page) -> None:
     for _ in range(5):
         if not page.evaluate(DIALOG_TEXTS):
@@ -148,14 +181,13 @@ def close_dialogs(page) -> None:
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_loads_in_the_frontend(page, comfy, schemas, path):
+def test_workflow_loads_in_the_frontend(fresh_install_page, comfy, schemas, path):
+    page = fresh_install_page
     text = path.read_text()
     workflow = json.loads(text)
     close_dialogs(page)  # the template browser may open late on the first visit
     page.console_errors.clear()  # the frontend's own start-up errors are not this workflow's
-    page.evaluate(DROP_FILE, [path.name, text])
-    page.wait_for_function(f"() => app.graph.nodes.length === {len(workflow['nodes'])}", timeout=30_000)
-    page.wait_for_timeout(3000)  # the missing-model check is asynchronous
+    drop_workflow(page, path)
     version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
     dialogs = page.evaluate(DIALOG_TEXTS)
     state = page.evaluate(GRAPH_STATE)
@@ -284,13 +316,24 @@ def assert_notes_readable(workflow: dict, notes: list[dict], canvas: list[float]
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_template_view_draws_text(page, comfy, path):
     """Opened as the template browser opens it: frontends from 1.49 on fit the whole graph to the screen; the
-    fitted scale must be above the one below which they stop drawing titles and widget text (8 px / 14 px)."""
+    fitted scale must be above the one below which they stop drawing titles and widget text (8 px / 14 px), and
+    the first Note (how to use), drawn larger by web/note_text.js, must be readable there without zooming: its
+    text at least FITTED_NOTE_MIN_PX on screen, its top in the canvas and what is on screen of it covered by no
+    panel or toast (a modal dialog, which Escape closes, aside). Frontend 1.27 opens templates at the saved view."""
     close_dialogs(page)
     view = page.evaluate(OPEN_AS_TEMPLATE, [json.loads(path.read_text()), path.stem])
     close_dialogs(page)
     version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
     page.screenshot(path=str(ARTIFACTS / version / f"{path.stem}.template.png"))
+    notes, canvas = page.evaluate(NOTES_ON_SCREEN), page.evaluate(CANVAS_BOX)
+    first = min(notes, key=lambda n: (n["box"][0], n["box"][1]))  # the Notes column's top: How to use (or About)
+    left, top, right, bottom = first["box"]
+    uncovered = page.evaluate(UNCOVERED, [left, top, right, min(bottom, canvas[3])])
     assert not view["low_quality"], f"frontend {version}: {path.stem} opens at {view['scale']:.2f}, text not drawn"
+    assert first["px"] >= FITTED_NOTE_MIN_PX, \
+        f"frontend {version}: {path.stem}'s first Note is {first['px']:.1f} px on screen"
+    assert canvas[0] <= left and canvas[1] <= top and right <= canvas[2] and top + 100 <= canvas[3], (first, canvas)
+    assert uncovered, f"frontend {version}: something covers {path.stem}'s first Note ({first['text']!r})"
 
 
 def test_template_browser_lists_titles_in_order(page, comfy):
@@ -327,16 +370,10 @@ def test_installed_face_models_are_not_flagged(page, comfy, tiny_face):
     flags none of them and still flags the absent EVA-CLIP .pt. Frontend 1.27 checks `models` entries against
     ComfyUI's model listing, which never shows .onnx: without web/missing_models.js it would call antelopev2
     missing while installed. The loaders keep their entries (a saved workflow still names the files)."""
-    page.goto(comfy.url + "/")  # the node lists as the server has them now
-    page.wait_for_function("() => window.app?.graph && Object.keys(LiteGraph.registered_node_types).length > 100",
-                           timeout=90_000)
-    page.wait_for_timeout(3000)  # the template browser greets a fresh page late
-    close_dialogs(page)
+    open_app(page, comfy)  # the node lists as the server has them now
     path = REPO / "workflows" / "flux1_dev_pulid.json"
     workflow = json.loads(path.read_text())
-    page.evaluate(DROP_FILE, [path.name, path.read_text()])
-    page.wait_for_function(f"() => app.graph.nodes.length === {len(workflow['nodes'])}", timeout=30_000)
-    page.wait_for_timeout(3000)  # the missing-model check is asynchronous
+    drop_workflow(page, path)
     version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
     text = "\n".join(page.evaluate(DIALOG_TEXTS))
     candidates = page.evaluate(MISSING_MODEL_CANDIDATES)
@@ -353,6 +390,43 @@ def test_installed_face_models_are_not_flagged(page, comfy, tiny_face):
     saved = {n["id"]: n["properties"]["models"] for n in workflow["nodes"] if n["properties"].get("models")
              and n["type"].startswith("FaceMigration_")}
     assert {i: kept[i] for i in saved} == saved, "a loader lost its models entries"
+
+
+EVA_CLIP_PT = "EVA02_CLIP_L_336_psz14_s6B.pt"
+OTHER_SITES = "https://**/*"  # the page stays offline: a new tab gets a stand-in answer from the test
+
+
+def test_eva_clip_row_has_a_download_button_from_1_49(fresh_install_page, comfy):
+    """Missing Models' row for the EVA-CLIP .pt (README, First image): frontend 1.27 shows its refusal on the row
+    (only .safetensors); 1.49 and later give it a Download button that opens the file's URL (the loader's entry)
+    in a new tab, and none to the antelopev2 .onnx and facexlib .pth rows."""
+    page = fresh_install_page
+    path = REPO / "workflows" / "flux1_dev_pulid.json"
+    entry = next(e for n in json.loads(path.read_text())["nodes"] for e in n.get("properties", {}).get("models", [])
+                 if e["name"] == EVA_CLIP_PT)
+    drop_workflow(page, path)
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
+    if version.startswith(BUNDLED_FRONTEND):
+        text = "\n".join(page.evaluate(DIALOG_TEXTS))
+        close_dialogs(page)
+        row = text.split(f"{entry['directory']} / {EVA_CLIP_PT}")[1].split(" / ")[0]
+        assert REFUSAL_ROWS[0] in row, f"frontend {version}: no refusal on the row:\n{text}"
+        return
+    page.get_by_text("View details").first.click()  # the toast's way to the Missing Models list
+    button = page.locator(f'[data-testid="missing-model-download"][aria-label*="{EVA_CLIP_PT}"]')
+    button.wait_for(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / version / "missing_models_eva_row.png"))
+    for name in ("scrfd_10g_bnkps.onnx", "glintr100.onnx", "parsing_bisenet.pth"):
+        assert not page.locator(f'[data-testid="missing-model-download"][aria-label*="{name}"]').count(), name
+    page.context.route(OTHER_SITES, lambda route: route.fulfill(status=200, body="stand-in", content_type="text/plain"))
+    try:
+        with page.context.expect_page(timeout=10_000) as opened:
+            button.click()
+        tab = opened.value
+        assert tab.url == entry["url"], f"frontend {version}: the new tab opened {tab.url}"
+        tab.close()
+    finally:
+        page.context.unroute(OTHER_SITES)
 
 
 # A graph built in the page and queued from it, so the page's own websocket gets the "executed" messages.
@@ -380,17 +454,24 @@ QUEUE_RESULT_NODES = """async (files) => {
     return {encode: encode.id, save: save.id, score: score.id};
 }"""
 RESULT_TEXT = "(id) => app.graph.getNodeById(id)?.widgets?.find(w => w.name === 'result')?.value ?? ''"
+HISTORY = "async () => Object.values(await (await fetch('/history')).json())"  # oldest first
 
 
-def test_results_show_on_the_nodes(page, comfy, tiny_face):
-    """After a run queued from the page, Encode Face's info, Save Identity's file and folder and Face
-    Similarity's report are on the nodes themselves (web/node_results.js)."""
+def queue_result_nodes(page, tiny_face) -> tuple[dict, dict]:
+    """Build the graph of QUEUE_RESULT_NODES in the page (new nodes, their boxes empty), queue it and wait until
+    each result box shows text; returns the node ids and the texts, by name."""
     close_dialogs(page)
     files = {"eva_file": tiny_face.eva_file, "parsing_file": tiny_face.parsing_file, "pulid_file": tiny_face.pulid_file,
              "photo": tiny_face.photo, "fast_alignment": "none (fast: SCRFD landmarks)", "identity": "shown_on_node"}
     ids = page.evaluate(QUEUE_RESULT_NODES, files)
     page.wait_for_function(f"() => {json.dumps(list(ids.values()))}.every(id => ({RESULT_TEXT})(id))", timeout=120_000)
-    texts = {name: page.evaluate(RESULT_TEXT, node_id) for name, node_id in ids.items()}
+    return ids, {name: page.evaluate(RESULT_TEXT, node_id) for name, node_id in ids.items()}
+
+
+def test_results_show_on_the_nodes(page, comfy, tiny_face):
+    """After a run queued from the page, Encode Face's info, Save Identity's file and folder and Face
+    Similarity's report are on the nodes themselves (web/node_results.js)."""
+    ids, texts = queue_result_nodes(page, tiny_face)
     assert "face(s) found" in texts["encode"], texts
     assert texts["save"].startswith("saved shown_on_node.safetensors in ") and "pulid_identities" in texts["save"]
     assert "similarity" in texts["score"].lower(), texts
@@ -400,3 +481,19 @@ def test_results_show_on_the_nodes(page, comfy, tiny_face):
     assert texts["save"] not in saved, "the result box is saved with the workflow"
     queued = page.evaluate("async () => (await app.graphToPrompt()).output")
     assert not [n for n in queued.values() if "result" in n["inputs"]], "the result box is sent with the prompt"
+
+
+def test_cached_results_show_on_the_nodes(page, comfy, tiny_face, graphs):
+    """Queued again with nothing changed, Encode Face comes from ComfyUI's cache. ComfyUI 0.3.64 sends no
+    "executed" message for a cached node that is not an output node (0.33 does): the box is filled from the
+    prompt's history instead (web/node_results.js), so it shows the faces found all the same."""
+    queue_result_nodes(page, tiny_face)  # the first run fills ComfyUI's cache (if no earlier test did)
+    before = len(page.evaluate(HISTORY))
+    ids, texts = queue_result_nodes(page, tiny_face)
+    for _ in range(50):  # 0.33 fills the box before the server stores the prompt's history entry
+        history = page.evaluate(HISTORY)
+        if len(history) > before:
+            break
+        page.wait_for_timeout(200)
+    assert not graphs.executed(history[-1], str(ids["encode"])), "Encode Face ran again, not cached"
+    assert "face(s) found" in texts["encode"], texts
