@@ -4,7 +4,8 @@ POST /face-migration/v1/images/face-migration (and /v1/images/face-migration its
 FACE_MIGRATION_API_HOSTED_PATH=1) takes the hosted multipart request, fills the API template of the
 request's model, and queues it through this server's own POST /prompt (on the address it listens on), so
 it is validated and queued exactly as that ComfyUI version queues any prompt and shares the GPU, the model
-cache, the progress bar, Cancel and the queue and history panels with the UI. The API Result
+cache, the progress bar, Cancel and the queue panel with the UI (its history entry is deleted once it
+ended: it holds what the client sent). The API Result
 node at the end of the template hands the image back in memory. Wire format, access rules and templates
 live in face_migration.selfhost; this module only connects them to aiohttp and the prompt queue."""
 from __future__ import annotations
@@ -194,7 +195,7 @@ class OwnApi:
     """This ComfyUI's own public HTTP API, reached on the address it listens on. The route queues, watches,
     cancels and forgets its prompts as any client of /prompt does, so what it queues is exactly what the
     running version's /prompt queues (0.33 adds a sixth queue entry and extra_data["create_time"]; a later
-    version may add more) and the UI's queue and history panels list its jobs beside the user's own."""
+    version may add more) and the UI's queue panel lists its jobs beside the user's own while they wait and run."""
 
     def __init__(self, server, session: aiohttp.ClientSession):
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(server.address, server.address)
@@ -261,8 +262,9 @@ class OwnApi:
 
     async def forget(self, prompt_id: str) -> None:
         """Once the prompt has ended: delete every temp image its nodes showed (a user template may hold a
-        preview node) and then its history entry, which would only list deleted files. A prompt whose
-        history holds no images stays listed in the UI's history panel."""
+        preview node) and then its history entry, which holds what the client sent (the prompt text, the seed,
+        every value filled into the template) and what nodes showed of its photo (Encode Face's detection text).
+        So nothing of a request stays in /history, /api/jobs or the UI's panels once it has ended."""
         try:
             await self._forget(prompt_id)
         except ApiRequestError:  # already logged by call(); a later request's forget may still clean up
@@ -275,12 +277,13 @@ class OwnApi:
             await asyncio.sleep(FORGET_POLL_S)
             entry = await self.history(prompt_id)
         entry = entry or await self.history(prompt_id)
-        shown = [image for output in (entry or {}).get("outputs", {}).values() if isinstance(output, dict)
+        if entry is None:
+            return  # removed from the queue before it ran: no entry
+        shown = [image for output in entry.get("outputs", {}).values() if isinstance(output, dict)
                  for image in output.get("images", []) if isinstance(image, dict)]
         for image in shown:
             delete_shown_file(image)
-        if shown:
-            await self.call("POST", "/history", {"delete": [prompt_id]})
+        await self.call("POST", "/history", {"delete": [prompt_id]})
 
 
 def delete_shown_file(image: dict) -> None:

@@ -140,13 +140,14 @@ def test_401_names_no_server_path(templates, comfy, token_path):
     assert str(token_path) in line and "hardening-token" not in log.text()
 
 
-@pytest.mark.parametrize("make", ["not UTF-8", "a folder"])
-def test_an_unreadable_token_file_is_a_403_naming_the_fix(templates, comfy, token_path, make):
+@pytest.mark.parametrize("make", ["not UTF-8", "a folder", "empty", "white space only"])
+def test_an_unreadable_or_blank_token_file_is_a_403_naming_the_fix(templates, comfy, token_path, make):
     url, photo = templates
     if make == "a folder":
         token_path.mkdir()
     else:
-        token_path.write_bytes("token".encode("utf-16"))
+        contents = {"not UTF-8": "token".encode("utf-16"), "empty": b"", "white space only": b" \n\t\n"}
+        token_path.write_bytes(contents[make])
     log = LogWindow(comfy)
     response = post(url, photo)
     assert response.status_code == 403
