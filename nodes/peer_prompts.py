@@ -63,7 +63,7 @@ def register_peer_prompt_handler() -> None:
     replacements = server_replacements(load_table())
 
     def handler(json_data):
-        import nodes
+        import nodes  # ComfyUI's own nodes.py: the node types installed now (another pack may load later)
 
         prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
         if isinstance(prompt, dict):
