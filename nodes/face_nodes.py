@@ -229,7 +229,8 @@ class EncodeFace(io.ComfyNode):
                 io.String.Output(display_name="info", tooltip="Faces found, which one was used, scores."),
             ],
             # 0.33 shows a cached node's preview again only for nodes marked so (0.3.64 always did).
-            **schema_extras(search_aliases=["PuLID", "face id", "face embedding", "reference face", "identity"],
+            **schema_extras(search_aliases=["PuLID", "face id", "face embedding", "reference face", "identity",
+                                            "PulidFluxFaceDetector", "Pulid Flux Face Detector"],
                             has_intermediate_output=True),
         )
 

@@ -10,7 +10,8 @@ translation, and no extra nodes, so
 - a widget whose values need translating gets the table's `set` value instead,
 - the peer's optional sockets are never mapped by name (core fails with HTTP 500 on a prompt without them),
 - ApplyPulidFlux becomes Apply PuLID-FLUX (Advanced) without its identity: an API prompt then fails validation
-  on the missing pulid_id, which only Encode Face (added by the frontend rewrite) provides.
+  on the missing pulid_id, which only Encode Face (added by the frontend rewrite) provides,
+- PulidFluxFaceDetector, which the frontend turns into an Encode Face with added loaders, is not registered.
 
 Importable without ComfyUI (the unit test loads this file on its own); comfy_api is imported on registration."""
 from __future__ import annotations
@@ -31,6 +32,8 @@ def server_replacements(table: dict) -> list[dict]:
     """The io.NodeReplace arguments for each peer node of the table, as core's replacement can apply them."""
     replacements = []
     for old_type, entry in table["nodes"].items():
+        if "merge_into" in entry:
+            continue  # becomes an Encode Face fed by loaders the frontend adds; core's one-for-one swap cannot
         optional = set(entry.get("optional", ()))
         mapping = [{"new_id": new, "old_id": old} for old, new in entry.get("inputs", {}).items()
                    if old not in optional]
@@ -45,11 +48,22 @@ def server_replacements(table: dict) -> list[dict]:
             "new_node_id": entry["new_type"],
             "old_node_id": old_type,
             # Only the widgets every variant of the peer node has, in its order (values are matched by position).
-            "old_widget_ids": [w for w in entry["widgets"] if w in entry.get("values", {})] or None,
+            "old_widget_ids": [w for w in shared_widgets(entry["layouts"]) if w in entry.get("values", {})] or None,
             "input_mapping": mapping or None,
             "output_mapping": output_mapping(entry["outputs"]),
         })
     return replacements
+
+
+def shared_widgets(layouts: list[dict]) -> list[str]:
+    """The widget names at the start of every layout, in order: the positions all variants agree on."""
+    names = [[name for name, _kind in layout["widgets"]] for layout in layouts]
+    shared = []
+    for column in zip(*names):
+        if len(set(column)) > 1:
+            break
+        shared.append(column[0])
+    return shared
 
 
 def output_mapping(outputs: list[int]) -> list[dict] | None:

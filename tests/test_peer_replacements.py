@@ -47,17 +47,57 @@ def accepts(node_type: str, name: str, value) -> bool:
     return checks[kind](value) and options.get("min", value) <= value <= options.get("max", value)
 
 
+def widget_names(spec: dict) -> list[str]:
+    """Every widget of every layout of a peer node, in first-seen order."""
+    return list(dict.fromkeys(name for layout in spec["layouts"] for name, _kind in layout["widgets"]))
+
+
 def specs():
     """(peer node, its widgets, spec, this pack's node type) for each node the table makes from a peer node."""
     for old_type, entry in TABLE["nodes"].items():
-        yield old_type, entry["widgets"], entry, entry["new_type"]
+        yield old_type, widget_names(entry), entry, entry["new_type"]
+        for loader in entry.get("loaders", {}).values():
+            yield old_type, [], loader, loader["new_type"]
         encoder = entry.get("encoder")
         if encoder:
-            yield old_type, entry["widgets"], encoder, encoder["new_type"]
+            yield old_type, widget_names(entry), encoder, encoder["new_type"]
             for loader in encoder["loaders"].values():
                 yield old_type, [], loader, loader["new_type"]
             for fold in encoder["folds"].values():
-                yield fold["type"], fold["widgets"], fold, encoder["new_type"]
+                yield fold["type"], widget_names(fold), fold, encoder["new_type"]
+
+
+def layouts():
+    """(peer node, its layouts) for each peer node of the table, folded ones included."""
+    for old_type, entry in TABLE["nodes"].items():
+        yield old_type, entry["layouts"]
+        for fold in entry.get("encoder", {}).get("folds", {}).values():
+            yield fold["type"], fold["layouts"]
+
+
+@pytest.mark.parametrize("old_type, variants", list(layouts()), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_variant_of_a_peer_node_has_its_own_layout(old_type, variants):
+    """web/peer_nodes.js reads a saved node's widget values by the one layout whose count and kinds they fit: two
+    variants with the same kinds in the same order could not be told apart, and a kind it cannot check would never
+    fit."""
+    kinds = [tuple(kind for _name, kind in layout["widgets"]) for layout in variants]
+    assert len(set(kinds)) == len(kinds), f"{old_type}: two variants share a layout: {kinds}"
+    assert {kind for layout in kinds for kind in layout} <= {"FLOAT", "INT", "COMBO", "BOOLEAN"}, kinds
+    assert all(layout["packs"] for layout in variants), f"{old_type}: a variant names no pack"
+    for layout in variants:
+        names = [name for name, _kind in layout["widgets"]]
+        assert len(set(names)) == len(names), names
+
+
+def test_apply_pulid_flux_variants_are_the_peers_layouts():
+    """The three saved layouts of ApplyPulidFlux (read in the packs' INPUT_TYPES): balazik's and lldacing's three
+    floats, sipie800's eight, and the twelve of GraftingRayman's first version, whose fourth widget is a boolean and
+    seventh a face choice (read by sipie800's order they gave fusion = false and train_step = "normal")."""
+    variants = TABLE["nodes"]["ApplyPulidFlux"]["layouts"]
+    widgets = {len(v["widgets"]): [name for name, _kind in v["widgets"]] for v in variants}
+    assert widgets[3] == ["weight", "start_at", "end_at"]
+    assert widgets[8] == widgets[3] + ["fusion", "fusion_weight_max", "fusion_weight_min", "train_step", "use_gray"]
+    assert widgets[12] == widgets[3] + ["use_face_number", "face_number", "blur", "face_select"] + widgets[8][3:]
 
 
 @pytest.mark.parametrize("old_type, widgets, spec, new_type", list(specs()),
@@ -79,13 +119,25 @@ def test_every_peer_widget_is_carried_or_explained(old_type):
     entry = TABLE["nodes"][old_type]
     encoder = entry.get("encoder", {})
     carried = set(entry.get("values", {})) | set(encoder.get("values", {}))
-    for widget in entry["widgets"]:
+    for widget in widget_names(entry):
         assert widget in carried or (widget in entry["same"] and widget in entry["notes"]), widget
+    for widget, conditions in entry.get("used_when", {}).items():
+        assert widget in entry["same"] and set(conditions) <= set(widget_names(entry)), (widget, conditions)
     for name in entry.get("optional", []):
         assert name in entry.get("inputs", {}) or name in entry["notes"], f"{old_type}.{name} is dropped silently"
     for fold in encoder.get("folds", {}).values():
-        for widget in fold["widgets"]:
+        for widget in widget_names(fold):
             assert widget in fold["values"] or (widget in fold["same"] and widget in fold["notes"]), widget
+
+
+def test_the_face_detector_joins_the_apply_nodes_encoder_and_is_not_registered_on_the_server():
+    detector = TABLE["nodes"]["PulidFluxFaceDetector"]
+    encoder = TABLE["nodes"][detector["merge_into"]]["encoder"]
+    assert detector["new_type"] == encoder["new_type"]
+    assert detector["outputs_to"] in SCHEMAS[detector["new_type"]]["output_name"]
+    required = set(SCHEMAS[detector["new_type"]]["input"]["required"])
+    assert set(detector["inputs"].values()) | set(detector["loaders"]) == required - set(detector["set"])
+    assert "PulidFluxFaceDetector" not in {r["old_node_id"] for r in peer.server_replacements(TABLE)}
 
 
 def test_every_peer_node_of_the_table_belongs_to_a_peer_pack():
