@@ -454,7 +454,13 @@ QUEUE_RESULT_NODES = """async (files) => {
     return {encode: encode.id, save: save.id, score: score.id};
 }"""
 RESULT_TEXT = "(id) => app.graph.getNodeById(id)?.widgets?.find(w => w.name === 'result')?.value ?? ''"
-HISTORY = "async () => Object.values(await (await fetch('/history')).json())"  # oldest first
+# The server's history, oldest first, once its queue is empty (a finished prompt leaves the queue as its entry is
+# stored); null while a prompt is still queued or running.
+SETTLED_HISTORY = """async () => {
+    const queue = await (await fetch('/queue')).json();
+    if (queue.queue_running.length || queue.queue_pending.length) return null;
+    return Object.values(await (await fetch('/history')).json());
+}"""
 
 
 def queue_result_nodes(page, tiny_face) -> tuple[dict, dict]:
@@ -488,12 +494,11 @@ def test_cached_results_show_on_the_nodes(page, comfy, tiny_face, graphs):
     "executed" message for a cached node that is not an output node (0.33 does): the box is filled from the
     prompt's history instead (web/node_results.js), so it shows the faces found all the same."""
     queue_result_nodes(page, tiny_face)  # the first run fills ComfyUI's cache (if no earlier test did)
-    before = len(page.evaluate(HISTORY))
     ids, texts = queue_result_nodes(page, tiny_face)
-    for _ in range(50):  # 0.33 fills the box before the server stores the prompt's history entry
-        history = page.evaluate(HISTORY)
-        if len(history) > before:
+    for _ in range(150):  # 0.33 fills the boxes before it stores the prompt's history entry
+        history = page.evaluate(SETTLED_HISTORY)
+        if history:
             break
         page.wait_for_timeout(200)
-    assert not graphs.executed(history[-1], str(ids["encode"])), "Encode Face ran again, not cached"
+    assert not graphs.executed(history[-1], str(ids["encode"])), "Encode Face ran again, not from the cache"
     assert "face(s) found" in texts["encode"], texts
