@@ -9,14 +9,16 @@ only its placeholders filled in), each in a temporary base directory with the ti
 requested size), `soak-face` (Encode Face on the tiny models, its preview scaled: a faceless photo is a 422)
 and `soak-slow` (a chain of blurs that runs a few seconds, for clients that go away and for the UI's queue
 deletions and cancels). Every template holds an unconnected EmptyImage whose colour is the request's seed:
-the tag that finds a request's prompt in the queue and in the history.
+the tag that finds a request's prompt in the queue.
 
 The requests, in a seeded random order over --clients concurrent clients: successes of three sizes (each
 plain one with a photo of its own colour, which its answer must show), faceless photos (422), bad fields
 and unreadable images (400), oversized bodies and pictures (413), wrong tokens (401), clients that close
 their connection while their prompt waits or runs, and prompts deleted from the queue or cancelled through
-ComfyUI's own API while their client waits (503). Each request ends answered (with which status) or lost;
-each tag is counted in the histories (executed at most once, exactly once where it must have run).
+ComfyUI's own API while their client waits (503). Each request ends answered (with which status) or lost.
+Prompts are counted in the servers' logs (the route deletes their history entries and ComfyUI sends their
+events to no websocket): exactly one queued per request that passed the route's checks, and as many run as
+the kinds call for (see account()).
 
 Each instance's RSS, open file descriptors, threads, files in temp/ and output/ and history length are
 sampled at the start, after the warm-up and after each of --blocks equal parts of the rest (with every
@@ -28,6 +30,7 @@ its kind does not allow, executed twice (or not at all where it must), a file is
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import io
 import json
@@ -61,9 +64,9 @@ ROUTE = "/face-migration/v1/images/face-migration"
 TOKEN = "soak-token-9d3kq7x2m4"
 MAX_BODY = 20 * 1024 * 1024
 SLOW_BLURS = 12  # blur nodes of soak-slow: interrupt and queue deletion act between nodes
-# Growth per 1,000 requests after the warm-up that a run may show (see docs/benchmarks.md, "Soak"). RSS:
-# derived from the measured long run (median growth plus three times its spread, rounded up); the others
-# are exact: a route that keeps no state leaves no descriptor, thread or file behind.
+# Growth per 1,000 requests after the warm-up that a run may show (see docs/benchmarks.md, "Soak"). RSS: the
+# long run's steadier instance, median growth plus three times its half-spread, rounded up to a multiple of
+# 8 MiB; descriptors: the route's keep-alive connections to its own server; no thread, no file.
 BOUNDS = {"rss_mib": 24.0, "fds": 2.0, "threads": 1.0, "temp_files": 0.0, "output_files": 0.0}
 METRICS = ("rss_mib", "fds", "threads", "temp_files", "output_files", "history")
 
@@ -262,7 +265,6 @@ class Soak:
                 outcome.problem = f"no message in the error body {body}"
 
     def check_image(self, outcome: Outcome, body: dict) -> str:
-        import base64
         with Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"]))) as image:
             image = image.convert("RGB")
             want = {"ok-plain-64": 64, "ok-plain-256": 256, "ok-face-512": 512}[outcome.kind]
@@ -360,30 +362,30 @@ def settle(instances: list[Instance], seconds: float = 120) -> None:
     time.sleep(2.0)
 
 
-def executions(instances: list[Instance]) -> dict[int, list[str]]:
-    """Per tag: the end of each execution of its prompts found in the histories (success, error, interrupted)."""
-    runs: dict[int, list[str]] = {}
-    for instance in instances:
-        for entry in instance.get("/history").values():
-            tag = tag_of(entry["prompt"][2])
-            if tag is not None:
-                runs.setdefault(tag, []).append(entry["status"].get("status_str", "?"))
-    return runs
+# What ComfyUI logs for every prompt its POST /prompt accepts, for every prompt that ends (done, failed or
+# interrupted) and for every interrupted one. Route prompts are queued without a client id, so ComfyUI sends
+# their events to no websocket, and the route deletes their history entries: the logs are where they show.
+LOG_LINES = {"queued": "got prompt", "ended": "Prompt executed in", "interrupted": "Processing interrupted"}
 
 
-def account(outcomes: list[Outcome], runs: dict[int, list[str]]) -> list[str]:
-    """Problems: requests lost or answered wrongly, prompts run twice, or not run where they must have."""
+def account(outcomes: list[Outcome], instances: list[Instance]) -> tuple[list[str], dict]:
+    """Problems (requests lost or answered wrongly, prompts queued twice, run where they must not or not where
+    they must) and the counts behind them. Every kind that gets past the route's checks queues exactly one
+    prompt (a request sent on a second time, by nginx or the route, would queue two); the prompts that ran
+    are at least those that must have, at most those plus the cancelled ones that may have started."""
     problems = [f"request {o.tag} ({o.kind}): {o.problem or o.status}" for o in outcomes
                 if o.problem or str(o.status).startswith("lost")]
-    for o in outcomes:
-        kind, count = BY_NAME[o.kind], len(runs.get(o.tag, []))
-        if count > 1:
-            problems.append(f"request {o.tag} ({o.kind}) ran {count} times")
-        elif count == 0 and kind.must_run:
-            problems.append(f"request {o.tag} ({o.kind}) answered {o.status} but its prompt never ran")
-        elif count == 1 and not (kind.must_run or kind.may_run):
-            problems.append(f"request {o.tag} ({o.kind}) was refused yet its prompt ran")
-    return problems
+    logs = [(i.base / "server.log").read_text(errors="replace") for i in instances]
+    counts = {name: sum(log.count(line) for log in logs) for name, line in LOG_LINES.items()}
+    kinds = [BY_NAME[o.kind] for o in outcomes]
+    must, may = sum(kind.must_run for kind in kinds), sum(kind.may_run for kind in kinds)
+    counts.update({"queued, expected": must + may, "ended, at least": must, "ended, at most": must + may})
+    if counts["queued"] != must + may:
+        problems.append(f"{counts['queued']} prompts queued for {must + may} requests that each queue one")
+    if not must <= counts["ended"] <= must + may:
+        problems.append(f"{counts['ended']} prompts ran, not between the {must} that must and the {must + may} "
+                        f"that may have")
+    return problems, counts
 
 
 def growth(samples: list[tuple[int, dict]], metric: str) -> method.Spread:
@@ -409,7 +411,7 @@ class Report:
     seconds: float
     statuses: dict
     seen: dict
-    executed: dict
+    prompts: dict  # queued, ended and interrupted, with what was expected (see account)
     samples: list = field(default_factory=list)  # per instance: [(requests done, sample)]
     growth: dict = field(default_factory=dict)  # per instance, per metric: (median, low, high)
     verdicts: dict = field(default_factory=dict)
@@ -466,12 +468,11 @@ def soak(options) -> Report:
             if len(samples[0]) > 3 and time.monotonic() - started > 60 * options.max_minutes:
                 print(f"  stopped after {last} requests: --max-minutes {options.max_minutes:g} is over")
                 break
-        runs = executions(instances)
+        problems, counts = account(outcomes, instances)
         report = Report(machine.line(), len(outcomes), warmup, len(instances), time.monotonic() - started,
                         dict(Counter(f"{o.kind} {o.status}" for o in outcomes)),
-                        dict(Counter(f"{o.kind} {o.seen}" for o in outcomes if o.seen)),
-                        dict(Counter(f"{o.kind} ran {len(runs.get(o.tag, []))}x" for o in outcomes)))
-        report.problems = account(outcomes, runs)
+                        dict(Counter(f"{o.kind} {o.seen}" for o in outcomes if o.seen)), counts)
+        report.problems = problems
         report.samples = samples
         judge_growth(report, instances, samples)
         return report
@@ -503,7 +504,7 @@ def print_report(report: Report) -> None:
           f"{report.seconds:.0f} s  {report.machine}")
     print("  answers (kind status):", json.dumps(dict(sorted(report.statuses.items()))))
     print("  found by the client or UI before acting:", json.dumps(dict(sorted(report.seen.items()))))
-    print("  executions per request (kind, count):", json.dumps(dict(sorted(report.executed.items()))))
+    print("  prompts (from the servers' logs):", json.dumps(report.prompts))
     for url, metrics in report.growth.items():
         start, warm, end = (report.samples[list(report.growth).index(url)][i][1] for i in (0, 1, -1))
         print(f"  {url}:")
