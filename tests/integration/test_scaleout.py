@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,47 +19,19 @@ import pytest
 import requests
 
 from face_migration.selfhost.access import TOKEN_ENV, TOKEN_FILENAME
-from tests.integration.conftest import TINY_FLUX_NAME, _free_port, install_packs, start_comfy
+from devkit.servers import NGINX_SITE as SITE_TEMPLATE, ServerStartError, nginx_binary, start_nginx
+from tests.integration.conftest import TINY_FLUX_NAME, install_packs, start_comfy
 # `api`: test_selfhost_api's fixture (the session server with the test templates), used here as well.
 from tests.integration.test_selfhost_api import (EXAMPLE, HOSTED_URL, ROUTE, TOKEN, ExampleFailed,  # noqa: F401
                                                  api, run_example)
 from devkit.tiny_face_models import install as install_face_models
 
 REPO = Path(__file__).resolve().parents[2]
-SITE_TEMPLATE = REPO / "docs" / "nginx-face-migration.conf"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-pytestmark = pytest.mark.skipif(NGINX is None, reason="no nginx binary: the scale-out test runs nginx in front of "
-                                                      "two ComfyUIs (Debian/Ubuntu: apt-get install nginx)")
+pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="no nginx binary: the scale-out test runs nginx in "
+                                                               "front of two ComfyUIs (Debian/Ubuntu: apt-get install "
+                                                               "nginx)")
 
-# What the test adds around the template (it goes inside http { } as in /etc/nginx/conf.d/): files under the
-# prefix, one worker, and an access log that says which backends each request went to and whether a connection
-# was made (an upstream_connect_time of "-" means none was).
-MAIN_CONF = """\
-worker_processes 1;
-pid nginx.pid;
-error_log error.log info;
-events { worker_connections 64; }
-http {
-    log_format scaleout '$status "$upstream_addr" "$upstream_status" "$upstream_connect_time"';
-    access_log access.log scaleout;
-    client_body_temp_path client_body;
-    proxy_temp_path proxy;
-    fastcgi_temp_path fastcgi;
-    uwsgi_temp_path uwsgi;
-    scgi_temp_path scgi;
-    include face-migration.conf;
-}
-"""
-# Run by root, nginx's workers would switch to an unprivileged user that cannot enter pytest's 0700 folders.
-AS_ROOT = "user root;\n"
 LOG_LINE = re.compile(r'^(\d{3}) "([^"]*)" "([^"]*)" "([^"]*)"$')
-
-
-def fill(template: str, **values: str) -> str:
-    for name, value in values.items():
-        template = template.replace("{{" + name + "}}", value)
-    assert "{{" not in template, f"{SITE_TEMPLATE} has a placeholder the test does not fill"
-    return template
 
 
 def hostport(server) -> str:
@@ -109,33 +79,12 @@ class Balancer:
 def balancer(backends, tmp_path_factory):
     """nginx on a free loopback port with the template's configuration for backends A and B."""
     prefix = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
-    first, second = backends
-    site = fill(SITE_TEMPLATE.read_text(), listen=f"127.0.0.1:{port}", backend_1=hostport(first),
-                backend_2=hostport(second))
-    (prefix / "face-migration.conf").write_text(site)
-    (prefix / "nginx.conf").write_text((AS_ROOT if os.geteuid() == 0 else "") + MAIN_CONF)
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (prefix / sub).mkdir()
-    # Before it reads its configuration nginx may complain about its compiled-in log file: that goes here.
-    with open(prefix / "stderr.log", "wb") as stderr:
-        process = subprocess.Popen([NGINX, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"),
-                                    "-g", "daemon off;"], stdout=stderr, stderr=subprocess.STDOUT)
-    balancer = Balancer(f"http://127.0.0.1:{port}", prefix)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"nginx exited with {process.returncode}:\n{(prefix / 'stderr.log').read_text()}\n"
-                            f"{balancer.error_log()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not listen in time:\n{balancer.error_log()}")
-                time.sleep(0.1)
-        yield balancer
+        process, url = start_nginx(prefix, [hostport(server) for server in backends])
+    except ServerStartError as error:
+        pytest.fail(str(error))
+    try:
+        yield Balancer(url, prefix)
     finally:
         process.terminate()
         process.wait(10)
