@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import flux_harness as fh  # noqa: E402
 import method  # noqa: E402
+import soak_common  # noqa: E402
 
 SIZE, TEXT_TOKENS, STEPS = 64, 16, 3
 # Growth per 100 runs after the warm-up. RSS: the long run's median plus three times its half-spread, rounded
@@ -185,12 +186,9 @@ def digest(latent: torch.Tensor) -> str:
 
 def judge(report: Report) -> None:
     for metric, bound in BOUNDS.items():
-        rates = [100 * (b[metric] - a[metric]) / (rb - ra)
-                 for (ra, a), (rb, b) in zip(report.samples, report.samples[1:]) if rb > ra]
-        spread = method.Spread.of(rates)
+        spread = soak_common.growth(report.samples, metric, 100)
         report.growth[metric] = asdict(spread)
-        report.verdicts[metric] = (method.PASS if spread.high <= bound else
-                                   method.FAIL if spread.low > bound else method.INCONCLUSIVE)
+        report.verdicts[metric] = soak_common.verdict(spread, bound)
     for metric, ceiling in CEILINGS.items():
         highest = max(sample[metric] for _, sample in report.samples)
         if highest > ceiling:
@@ -203,12 +201,9 @@ def print_report(report: Report) -> None:
     print(f"  plain runs bit-identical to the first ({report.first_plain}): {report.plain_identical}")
     start, warm, end = report.start, report.samples[0][1], report.samples[-1][1]
     for metric, spread in report.growth.items():
-        print(f"    {metric:16s} start {start[metric]:9.1f}  warm {warm[metric]:9.1f}  end {end[metric]:9.1f}  "
-              f"growth per 100 runs {spread['median']:+.2f} [{spread['low']:+.2f}, {spread['high']:+.2f}], "
-              f"bound {BOUNDS[metric]:g}: {report.verdicts[metric].upper()}")
-    print(f"  problems: {len(report.problems)}")
-    for problem in report.problems[:50]:
-        print(f"    {problem}")
+        print(soak_common.metric_line(metric, (start[metric], warm[metric], end[metric]), spread, "100 runs",
+                                      f", bound {BOUNDS[metric]:g}: {report.verdicts[metric].upper()}"))
+    soak_common.print_problems(report.problems)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

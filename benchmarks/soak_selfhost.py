@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 import method  # noqa: E402
+import soak_common  # noqa: E402
 from devkit import servers  # noqa: E402
 from devkit.tiny_face_models import install as install_face_models, red_face_photo  # noqa: E402
 from face_migration.selfhost.access import TOKEN_ENV  # noqa: E402
@@ -388,20 +389,6 @@ def account(outcomes: list[Outcome], instances: list[Instance]) -> tuple[list[st
     return problems, counts
 
 
-def growth(samples: list[tuple[int, dict]], metric: str) -> method.Spread:
-    """Per 1,000 requests, between consecutive samples after the warm-up."""
-    rates = [1000 * (b[metric] - a[metric]) / (nb - na) for (na, a), (nb, b) in zip(samples, samples[1:]) if nb > na]
-    return method.Spread.of(rates)
-
-
-def verdict(spread: method.Spread, bound: float) -> str:
-    if spread.high <= bound:
-        return method.PASS
-    if spread.low > bound:
-        return method.FAIL
-    return method.INCONCLUSIVE
-
-
 @dataclass
 class Report:
     machine: str
@@ -491,8 +478,9 @@ def judge_growth(report: Report, instances: list[Instance], samples: list) -> No
     for instance, mine in zip(instances, samples):
         after_warmup = mine[1:]
         start, end = mine[0][1], mine[-1][1]
-        report.growth[instance.url] = {m: asdict(growth(after_warmup, m)) for m in METRICS}
-        report.verdicts[instance.url] = {m: verdict(growth(after_warmup, m), bound) for m, bound in BOUNDS.items()}
+        report.growth[instance.url] = {m: asdict(soak_common.growth(after_warmup, m, 1000)) for m in METRICS}
+        report.verdicts[instance.url] = {m: soak_common.verdict(soak_common.growth(after_warmup, m, 1000), bound)
+                                         for m, bound in BOUNDS.items()}
         for folder in ("temp_files", "output_files"):
             if end[folder] != start[folder]:
                 report.problems.append(f"{instance.url}: {folder} went from {start[folder]} to {end[folder]}")
@@ -511,12 +499,9 @@ def print_report(report: Report) -> None:
         for metric, spread in metrics.items():
             bound = BOUNDS.get(metric)
             judged = f", bound {bound:g}: {report.verdicts[url][metric].upper()}" if bound is not None else ""
-            print(f"    {metric:12s} start {start[metric]:9.1f}  warm {warm[metric]:9.1f}  end {end[metric]:9.1f}  "
-                  f"growth per 1,000 requests {spread['median']:+.2f} [{spread['low']:+.2f}, {spread['high']:+.2f}]"
-                  f"{judged}")
-    print(f"  problems: {len(report.problems)}")
-    for problem in report.problems[:50]:
-        print(f"    {problem}")
+            print(soak_common.metric_line(metric, (start[metric], warm[metric], end[metric]), spread,
+                                          "1,000 requests", judged))
+    soak_common.print_problems(report.problems)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
