@@ -67,7 +67,7 @@ MAX_BODY = 20 * 1024 * 1024
 SLOW_BLURS = 12  # blur nodes of soak-slow: interrupt and queue deletion act between nodes
 # Growth per 1,000 requests after the warm-up that a run may show (see docs/benchmarks.md, "Soak"). RSS: the
 # long run's steadier instance, median growth plus three times its half-spread, rounded up to a multiple of
-# 8 MiB; descriptors: the route's keep-alive connections to its own server; no thread, no file.
+# 8 MiB; descriptors: the 2 an instance opened once after its warm-up and kept; no thread, no file.
 BOUNDS = {"rss_mib": 24.0, "fds": 2.0, "threads": 1.0, "temp_files": 0.0, "output_files": 0.0}
 METRICS = ("rss_mib", "fds", "threads", "temp_files", "output_files", "history")
 

@@ -10,11 +10,10 @@ within INJECTION_RSS_MIB.
 
 The bounds come from the long runs in docs/benchmarks.md ("Soak"), not from these short ones. Route: RSS may move by
 twice the largest change between two consecutive samples after the warm-up that the long runs showed on an instance
-(allocator noise: glibc arenas, torch's CPU allocator; 43 MiB); descriptors by twice the 2 that instances opened
-once after their warm-up (one more pooled keep-alive connection of the route's client to its own server: both ends
-are in the process; never more in 3,000 requests); threads not at all. Apply: RSS by 4 MiB, ten times the largest
-change after the warm-up in the long run and the trial runs (0.33 MiB). Files in temp/ and output/ and the counts of
-Apply objects and caches are exact."""
+(43 MiB, up and down without a trend); descriptors by twice the 2 that instances opened once after their warm-up and
+kept (never more in 3,000 requests); threads not at all. Apply: RSS by 4 MiB, ten times the largest change after the
+warm-up in the long run and the trial runs (0.33 MiB). Files in temp/ and output/ and the counts of Apply objects
+and caches are exact."""
 from __future__ import annotations
 
 import importlib.util
