@@ -16,8 +16,8 @@ plain one with a photo of its own colour, which its answer must show), faceless 
 and unreadable images (400), oversized bodies and pictures (413), wrong tokens (401), clients that close
 their connection while their prompt waits or runs, and prompts deleted from the queue or cancelled through
 ComfyUI's own API while their client waits (503). Each request ends answered (with which status) or lost.
-Prompts are counted in the servers' logs (the route deletes their history entries and ComfyUI sends their
-events to no websocket): exactly one queued per request that passed the route's checks, and as many run as
+Prompts are counted in the servers' logs (the route deletes their history entries and ComfyUI sends their start
+and end events to no websocket): exactly one queued per request that passed the route's checks, and as many run as
 the kinds call for (see account()).
 
 Each instance's RSS, open file descriptors, threads, files in temp/ and output/ and history length are
@@ -365,7 +365,7 @@ def settle(instances: list[Instance], seconds: float = 120) -> None:
 
 # What ComfyUI logs for every prompt its POST /prompt accepts, for every prompt that ends (done, failed or
 # interrupted) and for every interrupted one. Route prompts are queued without a client id, so ComfyUI sends
-# their events to no websocket, and the route deletes their history entries: the logs are where they show.
+# their start and end events to no websocket, and the route deletes their history entries: the logs are where they show.
 LOG_LINES = {"queued": "got prompt", "ended": "Prompt executed in", "interrupted": "Processing interrupted"}
 
 
