@@ -30,7 +30,7 @@ ADD_NODE = f"""() => {{
     app.graph.clear();
     const node = LiteGraph.createNode('{NODE}');
     app.graph.add(node);
-    node.pos = [300, 200];
+    node.pos = [400, 400];  // below the top menu, which covers the selection toolbox of a node near the top in 1.27
     app.canvas.ds.scale = 1;
     app.canvas.ds.offset = [0, 0];
     app.canvas.selectNode(node);
