@@ -352,6 +352,19 @@ def run_requests(soak: Soak, kinds: list[str], first_tag: int, clients: int) -> 
     return outcomes
 
 
+PRIMING = ("ok-face-512", "no-face", "ok-plain-256", "ok-plain-64")
+
+
+def prime(instances: list[Instance], runner: Soak, first_tag: int) -> list[Outcome]:
+    """At the end of the warm-up: each kind that loads something sent to every instance directly (tags after
+    the soak's own), so that the warm-up sample of each has its models loaded."""
+    outcomes = []
+    for i, instance in enumerate(instances):
+        direct = Soak(instance.url, [instance], runner.face, runner.photo_face, runner.photo_faceless)
+        outcomes += [direct.one(kind, first_tag + len(PRIMING) * i + k) for k, kind in enumerate(PRIMING)]
+    return outcomes
+
+
 def settle(instances: list[Instance], seconds: float = 120) -> None:
     """Until every queue is empty and the route's clean-up after each request (history look-up, file removal)
     has had time to end."""
@@ -445,6 +458,8 @@ def soak(options) -> Report:
                                   for b in range(options.blocks)]
         for first, last in blocks:
             outcomes += run_requests(runner, kinds[first:last], first, options.clients)
+            if first == 0 and len(instances) > 1:  # nginx may not have given every instance every kind yet
+                outcomes += prime(instances, runner, len(kinds))
             settle(instances)
             for mine, instance in zip(samples, instances):
                 mine.append((last, instance.sample()))

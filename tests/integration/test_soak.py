@@ -4,7 +4,7 @@ The route: 80 mixed requests, the first 20 a warm-up, against one instance and a
 committed site file; skipped without an nginx binary): every request answered with a status its kind
 allows (none lost), one prompt queued per request that passed the route's checks (none twice), as many run
 as the kinds call for, no file left in temp/ or output/, and from the warm-up sample to the end no more than
-ROUTE_GROWTH. Apply: 20 sampling runs (every other one plain; the first 6 a warm-up): every plain result
+ROUTE_GROWTH. Apply: 20 sampling runs (every other one plain; the first 5 a warm-up): every plain result
 bit-identical to the first, model management and the pack's caches at their ceilings and not growing, RSS
 within INJECTION_RSS_MIB.
 
@@ -52,7 +52,7 @@ def test_route_soak_loses_nothing_runs_nothing_twice_and_leaves_nothing(comfyui,
     soak.print_report(report)
     assert not report.problems, "\n".join(report.problems)
     answered = sum(report.statuses.values())
-    assert answered == 80
+    assert answered == report.requests >= 80  # every request accounted for (priming ones included)
     assert report.prompts["ended"] >= 30, report.prompts  # most kinds run their prompt: the soak got that far
     for url, samples in zip(report.growth, report.samples):
         warm, end = samples[1][1], samples[-1][1]
@@ -65,7 +65,7 @@ def test_route_soak_loses_nothing_runs_nothing_twice_and_leaves_nothing(comfyui,
 def test_apply_soak_keeps_the_plain_model_and_grows_nothing(comfyui, tmp_path):
     out = tmp_path / "soak_injection.json"
     done = subprocess.run([comfyui.python, str(REPO / "benchmarks" / "soak_injection.py"), "--comfyui",
-                           str(comfyui.path), "--runs", "20", "--warmup", "6", "--blocks", "7", "--json", str(out)],
+                           str(comfyui.path), "--runs", "20", "--warmup", "5", "--blocks", "7", "--json", str(out)],
                           capture_output=True, text=True, timeout=3000)
     sys.stdout.write(done.stdout[-6000:])
     assert out.is_file(), done.stderr[-4000:]
