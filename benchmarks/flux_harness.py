@@ -65,9 +65,17 @@ def flux_state_dict(double: int, single: int, dtype: torch.dtype, seed: int = 0)
                            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, patch_size=2, vec_in_dim=VEC_DIM,
                            context_in_dim=CONTEXT_DIM, hidden_size=HIDDEN, mlp_ratio=MLP_RATIO, num_heads=HEADS,
                            depth=double, depth_single_blocks=single, axes_dim=[16, 56, 56], theta=10000,
-                           qkv_bias=True, guidance_embed=True)
+                           qkv_bias=True, guidance_embed=True, **newer_flux_params(comfy_flux))
     gen = torch.Generator().manual_seed(seed)
     return {k: random_tensor(tuple(v.shape), k, gen, dtype) for k, v in meta.state_dict().items()}
+
+
+def newer_flux_params(comfy_flux) -> dict:
+    """FluxParams fields of newer cores without a default, as their model detection sets them for FLUX.1
+    (0.33: txt_ids_dims, empty)."""
+    import dataclasses
+    fields = {f.name for f in dataclasses.fields(comfy_flux.FluxParams)}
+    return {"txt_ids_dims": []} if "txt_ids_dims" in fields else {}
 
 
 def load_flux(state_dict: dict, weight_dtype: torch.dtype | None = None):
