@@ -22,9 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +40,7 @@ TINY_FLUX_NAME = "tiny_flux.safetensors"
 PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
 PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit that FLUX
 
+from devkit import servers  # noqa: E402
 from devkit.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
 from face_migration.support import checkout_version  # noqa: E402
 
@@ -102,12 +101,6 @@ def comfyui(request) -> ComfyInstall:
         pytest.skip("integration tests need env COMFYUI_PATH set to ComfyUI checkouts (folders with main.py) "
                     "and COMFYUI_PYTHON to the Pythons that run them (README, Tests)")
     return request.param
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Tiny diffusion models per FLUX.1-family member: file name in models/diffusion_models, the environment variable
@@ -195,49 +188,26 @@ class ComfyServer:
         return errors[0]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        servers.stop(self.process)
 
 
 def install_packs(base: Path) -> None:
     """A --base-directory with this pack and the test helper pack in custom_nodes/, no models."""
-    for sub in ("custom_nodes", "input", "output", "temp", "user", "models/diffusion_models", "models/pulid"):
-        (base / sub).mkdir(parents=True)
-    (base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
-    (base / "custom_nodes" / HELPER_NAME).symlink_to(Path(__file__).resolve().parent / "helper_pack")
+    servers.install_packs(base, {HELPER_NAME: Path(__file__).resolve().parent / "helper_pack"})
 
 
 def start_comfy(install: ComfyInstall, base: Path, listen: str = "127.0.0.1",
                 env: dict | None = None) -> ComfyServer:
     """Start the ComfyUI of `install` on `base` (see install_packs) with --listen `listen` and extra environment
     variables, and wait until it answers on 127.0.0.1; fails the test with the log tail if it does not."""
-    python = install.python
-    port = _free_port()
-    log = base / "server.log"
-    cmd = [python, "main.py", *shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "--cpu")),
-           "--listen", listen, "--port", str(port), "--disable-auto-launch",
-           "--base-directory", str(base), "--database-url", f"sqlite:///{base}/user/comfyui.db"]
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(cmd, cwd=install.path, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})})
-    server = ComfyServer(f"http://127.0.0.1:{port}", base, log, process)
+    process, url, log = servers.launch_comfyui(install.python, install.path, base, listen, env,
+                                               os.environ.get("COMFYUI_EXTRA_ARGS", "--cpu"))
+    server = ComfyServer(url, base, log, process)
     try:
-        deadline = time.monotonic() + float(os.environ.get("COMFYUI_START_TIMEOUT", 180))
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode} at start; log tail:\n{server.log_text()[-4000:]}")
-            try:
-                server._get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ComfyUI not ready in time; log tail:\n{server.log_text()[-4000:]}")
-                time.sleep(0.5)
+        try:
+            servers.wait_for_comfyui(url, process, log, float(os.environ.get("COMFYUI_START_TIMEOUT", 180)))
+        except servers.ServerStartError as error:
+            pytest.fail(str(error))
         failed = [line for line in server.log_text().splitlines()
                   if "IMPORT FAILED" in line and (PACK_NAME in line or HELPER_NAME in line)]
         if failed:
