@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from devkit.node_locales import LANGUAGES, pack_schemas, read_locale
+from face_migration.errors import UnsupportedModelError
+from face_migration.model_family import flux1_family
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "web" / "docs"
@@ -88,3 +90,13 @@ def test_translated_page_uses_the_interface_names(node_id, language):
 def test_translated_page_lists_the_same_error_messages(node_id, language):
     """Messages stay English (searchable): both pages list the same ones, each with its fix."""
     assert error_messages(page(node_id, language), language) == error_messages(page(node_id), "en")
+
+
+@pytest.mark.parametrize("node_id", ["FaceMigration_ApplyPulid", "FaceMigration_ApplyPulidSimple"])
+def test_model_refusal_row_matches_the_message_apply_raises(node_id):
+    """The row a user finds by the message's first words: a refusal reworded in code (the family check written
+    for Chroma) left the old message and its fix on the pages once."""
+    with pytest.raises(UnsupportedModelError) as refused:
+        flux1_family(object())
+    rows = [m for m in error_messages(page(node_id), "en") if refused.value.args[0].startswith(m.split(" …")[0])]
+    assert rows, f"web/docs/{node_id}.md has no common-errors row for {refused.value.args[0][:60]!r}"

@@ -5,13 +5,14 @@ A node, input, output or tooltip added without its Chinese text fails here, and 
 word docs/glossary.zh-CN.md rules out."""
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from devkit.node_locales import LANGUAGES, key_paths, node_defs, pack_schemas, read_locale
+from devkit.node_locales import LANGUAGES, key_paths, node_defs, pack_schemas, read_locale, stale_translations
 from face_migration.support import TESTED_COMFYUI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,8 @@ CHINESE_NOTE_HEADING = "## 中文说明"
 
 
 def strings(data) -> list[str]:
-    if isinstance(data, dict):
-        return [s for value in data.values() for s in strings(value)]
+    if isinstance(data, (dict, list)):
+        return [s for value in (data.values() if isinstance(data, dict) else data) for s in strings(value)]
     return [data] if isinstance(data, str) else []
 
 
@@ -69,6 +70,14 @@ def test_translation_has_every_key_of_the_english_file(language, name):
     extra = sorted(".".join(p) for p in translated - english)
     assert not missing, f"locales/{language}/{name} lacks (add the translation): {missing}"
     assert not extra, f"locales/{language}/{name} has keys English does not (left over from a removed input?): {extra}"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_no_translation_is_older_than_its_english(language):
+    """A tooltip reworded in English (a model family added, say) leaves the old Chinese behind unless flagged."""
+    stale = stale_translations(language)
+    assert not stale, (f"locales/{language}/: the English changed after these were translated; update them, then "
+                       f"run scripts/build_locales.py --translated {language}:\n" + "\n".join(stale))
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -128,3 +137,21 @@ def test_chinese_texts_use_the_glossary_terms():
     found = [f"{where}: '{word}' (use '{avoided[word][1]}' for {avoided[word][0]})"
              for where, text in chinese_texts().items() for word in avoided if word in text]
     assert not found, found
+
+
+def literal_keywords(source: Path, keywords: tuple[str, ...]) -> list[str]:
+    """The constant strings passed as these keyword arguments anywhere in a Python file."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    return [kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call) for kw in node.keywords
+            if kw.arg in keywords and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)]
+
+
+def test_snapshot_holds_every_tooltip_the_nodes_write():
+    """The snapshot (and so locales/en and the Chinese check) is refreshed only by a script that needs a running
+    ComfyUI: a tooltip reworded in nodes/*.py without it would reach neither language's check in a unit run."""
+    shown = set(strings(pack_schemas()))
+    written = {text for source in sorted((ROOT / "nodes").glob("*.py"))
+               for text in literal_keywords(source, ("tooltip", "description"))}
+    stale = sorted(text[:80] for text in written - shown)
+    assert len(written) > 50
+    assert not stale, f"not in the pack snapshot (run scripts/dump_pack_object_info.py, then build_locales.py): {stale}"
