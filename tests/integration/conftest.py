@@ -34,7 +34,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACK_NAME = "comfyui-face-migration"
 HELPER_NAME = "face_migration_test_helpers"
 TINY_FLUX_NAME = "tiny_flux.safetensors"
 PULID_FILE = "tiny_pulid.safetensors"  # matches the compat tiny FLUX (2 CA modules)
@@ -43,6 +42,8 @@ PULID_MISMATCH_FILE = "tiny_pulid_5ca.safetensors"  # 5 CA modules: does not fit
 from devkit import servers  # noqa: E402
 from devkit.tiny_pulid import TINY_CFG_FOR_COMPAT_FLUX, write_tiny_pulid  # noqa: E402
 from face_migration.support import checkout_version  # noqa: E402
+
+PACK_NAME = servers.PACK_NAME  # the folder name under custom_nodes/
 
 sys.path.insert(0, str(REPO / "tests"))  # make_tiny_flux.py
 from make_tiny_flux import flux_layout, write_tiny_flux  # noqa: E402
