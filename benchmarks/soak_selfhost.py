@@ -23,7 +23,11 @@ the kinds call for (see account()).
 Each instance's RSS, open file descriptors, threads, files in temp/ and output/ and history length are
 sampled at the start, after the warm-up and after each of --blocks equal parts of the rest (with every
 queue empty); growth per 1,000 requests is the median and min/max over those parts, judged against BOUNDS
-(the spread straddling a bound: inconclusive). Exit status 1 when a request is lost, answered with a status
+(the spread straddling a bound: inconclusive). The instances run with glibc's mmap threshold fixed
+(ALLOCATOR_ENV): by default glibc raises it after freeing a large block, so later uploads and image buffers of up
+to 32 MiB come from the heap and stay in RSS once freed; on a loaded machine, where more requests overlap, an
+instance then kept 180 MiB more after 60 requests than one with the threshold fixed (8 MiB), which would hide
+or fake a leak. Exit status 1 when a request is lost, answered with a status
 its kind does not allow, executed twice (or not at all where it must), a file is left in temp/ or output/
 (the report's problems), or a growth is clearly above its bound. --json writes the report.
 """
@@ -68,6 +72,8 @@ SLOW_BLURS = 12  # blur nodes of soak-slow: interrupt and queue deletion act bet
 # Growth per 1,000 requests after the warm-up that a run may show (see docs/benchmarks.md, "Soak"). RSS: the
 # long run's steadier instance, median growth plus three times its half-spread, rounded up to a multiple of
 # 8 MiB; descriptors: the 2 an instance opened once after its warm-up and kept; no thread, no file.
+# Freed buffers above 1 MiB go back to the system, so RSS shows what an instance holds (see the docstring).
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 BOUNDS = {"rss_mib": 24.0, "fds": 2.0, "threads": 1.0, "temp_files": 0.0, "output_files": 0.0}
 METRICS = ("rss_mib", "fds", "threads", "temp_files", "output_files", "history")
 
@@ -428,7 +434,7 @@ def start_instances(options, root: Path) -> tuple[list[Instance], object]:
         folder.mkdir(parents=True)
         for name, graph in templates(face).items():
             (folder / f"{name}.json").write_text(json.dumps(graph))
-        process, url, _ = servers.launch_comfyui(options.python, options.comfyui, base, env={TOKEN_ENV: TOKEN},
+        process, url, _ = servers.launch_comfyui(options.python, options.comfyui, base, env={TOKEN_ENV: TOKEN, **ALLOCATOR_ENV},
                                                  extra_args=options.comfy_args)
         instances.append(Instance(process, url, base))
     for instance in instances:
