@@ -23,7 +23,8 @@ the kinds call for (see account()).
 Each instance's RSS, open file descriptors, threads, files in temp/ and output/ and history length are
 sampled at the start, after the warm-up and after each of --blocks equal parts of the rest (with every
 queue empty); growth per 1,000 requests is the median and min/max over those parts, judged against BOUNDS
-(the spread straddling a bound: inconclusive). The instances run with glibc's mmap threshold fixed
+(the spread straddling a bound: inconclusive). Before each sample every instance runs the same small
+request (LEVELLING: ComfyUI holds the last prompt's outputs). The instances run with glibc's mmap threshold fixed
 (ALLOCATOR_ENV): by default glibc raises it after freeing a large block, so later uploads and image buffers of up
 to 32 MiB come from the heap and stay in RSS once freed; on a loaded machine, where more requests overlap, an
 instance then kept 180 MiB more after 60 requests than one with the threshold fixed (8 MiB), which would hide
@@ -361,13 +362,19 @@ def run_requests(soak: Soak, kinds: list[str], first_tag: int, clients: int) -> 
 PRIMING = ("ok-face-512", "no-face", "ok-plain-256", "ok-plain-64")
 
 
-def prime(instances: list[Instance], runner: Soak, first_tag: int) -> list[Outcome]:
-    """At the end of the warm-up: each kind that loads something sent to every instance directly (tags after
-    the soak's own), so that the warm-up sample of each has its models loaded."""
+# Sent to every instance before each sample: ComfyUI holds the outputs of the last prompt it ran (a slow prompt's
+# chain of blurred images: one instance sampled after one showed +80 to +95 MiB that was gone a block later), so
+# every sample is taken with the same small prompt's outputs held.
+LEVELLING = ("ok-plain-64",)
+
+
+def direct(instances: list[Instance], runner: Soak, kinds: tuple[str, ...], first_tag: int) -> list[Outcome]:
+    """Each of `kinds` sent to every instance directly, not through nginx (tags first_tag on, after the soak's
+    own). PRIMING at the end of the warm-up, so that the warm-up sample of each has its models loaded."""
     outcomes = []
     for i, instance in enumerate(instances):
-        direct = Soak(instance.url, [instance], runner.face, runner.photo_face, runner.photo_faceless)
-        outcomes += [direct.one(kind, first_tag + len(PRIMING) * i + k) for k, kind in enumerate(PRIMING)]
+        one_instance = Soak(instance.url, [instance], runner.face, runner.photo_face, runner.photo_faceless)
+        outcomes += [one_instance.one(kind, first_tag + len(kinds) * i + k) for k, kind in enumerate(kinds)]
     return outcomes
 
 
@@ -462,10 +469,12 @@ def soak(options) -> Report:
         blocks = [(0, warmup)] + [(warmup + (len(kinds) - warmup) * b // options.blocks,
                                    warmup + (len(kinds) - warmup) * (b + 1) // options.blocks)
                                   for b in range(options.blocks)]
+        next_tag = len(kinds)
         for first, last in blocks:
             outcomes += run_requests(runner, kinds[first:last], first, options.clients)
-            if first == 0 and len(instances) > 1:  # nginx may not have given every instance every kind yet
-                outcomes += prime(instances, runner, len(kinds))
+            extra = PRIMING if first == 0 and len(instances) > 1 else ()  # nginx may not have given each every kind
+            outcomes += direct(instances, runner, extra + LEVELLING, next_tag)
+            next_tag += len(extra + LEVELLING) * len(instances)
             settle(instances)
             for mine, instance in zip(samples, instances):
                 mine.append((last, instance.sample()))
