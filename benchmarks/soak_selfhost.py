@@ -472,7 +472,7 @@ def soak(options) -> Report:
         next_tag = len(kinds)
         for first, last in blocks:
             outcomes += run_requests(runner, kinds[first:last], first, options.clients)
-            extra = PRIMING if first == 0 and len(instances) > 1 else ()  # nginx may not have given each every kind
+            extra = PRIMING if first == 0 else ()  # a seeded warm-up (or nginx) may not give each every kind
             outcomes += direct(instances, runner, extra + LEVELLING, next_tag)
             next_tag += len(extra + LEVELLING) * len(instances)
             settle(instances)
