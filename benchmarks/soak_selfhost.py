@@ -27,7 +27,7 @@ queue empty); growth per 1,000 requests is the median and min/max over those par
 request (LEVELLING: ComfyUI holds the last prompt's outputs). The instances run with glibc's mmap threshold fixed
 (ALLOCATOR_ENV): by default glibc raises it after freeing a large block, so later uploads and image buffers of up
 to 32 MiB come from the heap and stay in RSS once freed; on a loaded machine, where more requests overlap, an
-instance then kept 180 MiB more after 60 requests than one with the threshold fixed (8 MiB), which would hide
+instance then kept 103 MiB more after 60 requests, against 8 MiB with the threshold fixed, which would hide
 or fake a leak. Exit status 1 when a request is lost, answered with a status
 its kind does not allow, executed twice (or not at all where it must), a file is left in temp/ or output/
 (the report's problems), or a growth is clearly above its bound. --json writes the report.
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import http.client
 import io
 import json
@@ -211,6 +212,12 @@ class Soak:
         self.face, self.photo_face, self.photo_faceless = face, photo_face, photo_faceless
         self.big_picture = _big_picture()
 
+    def on(self, instance: Instance) -> Soak:
+        """The same soak sent to one instance directly, not through nginx (its photos not made again)."""
+        single = copy.copy(self)
+        single.url, single.instances = instance.url + ROUTE, [instance]
+        return single
+
     def fields(self, kind: str, tag: int) -> tuple[dict, bytes, str]:
         """Form fields, upload and token of one request."""
         data = {"model": "soak-plain", "width": 64, "height": 64, "guidance_scale": 4, "id_weight": 1,
@@ -373,7 +380,7 @@ def direct(instances: list[Instance], runner: Soak, kinds: tuple[str, ...], firs
     own). PRIMING at the end of the warm-up, so that the warm-up sample of each has its models loaded."""
     outcomes = []
     for i, instance in enumerate(instances):
-        one_instance = Soak(instance.url, [instance], runner.face, runner.photo_face, runner.photo_faceless)
+        one_instance = runner.on(instance)
         outcomes += [one_instance.one(kind, first_tag + len(kinds) * i + k) for k, kind in enumerate(kinds)]
     return outcomes
 
@@ -441,8 +448,8 @@ def start_instances(options, root: Path) -> tuple[list[Instance], object]:
         folder.mkdir(parents=True)
         for name, graph in templates(face).items():
             (folder / f"{name}.json").write_text(json.dumps(graph))
-        process, url, _ = servers.launch_comfyui(options.python, options.comfyui, base, env={TOKEN_ENV: TOKEN, **ALLOCATOR_ENV},
-                                                 extra_args=options.comfy_args)
+        process, url, _ = servers.launch_comfyui(options.python, options.comfyui, base,
+                                                 env={TOKEN_ENV: TOKEN, **ALLOCATOR_ENV}, extra_args=options.comfy_args)
         instances.append(Instance(process, url, base))
     for instance in instances:
         servers.wait_for_comfyui(instance.url, instance.process, instance.base / "server.log", options.start_timeout)

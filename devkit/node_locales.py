@@ -79,17 +79,13 @@ def leaves(data, prefix=()) -> dict[tuple, object]:
     return {path: value for key, item in data.items() for path, value in leaves(item, prefix + (key,)).items()}
 
 
-def key_paths(data) -> set[tuple]:
-    return set(leaves(data))
-
-
 def translated_from(language: str, name: str) -> dict:
     record = TRANSLATED_FROM / language / name
     return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
 
 
 def stale_translations(language: str) -> list[str]:
-    """Texts whose English changed after they were translated: 'file key: was ... now ...'."""
+    """Texts whose English changed after they were translated: 'file key: translated from ..., English now ...'."""
     stale = []
     for name in LOCALE_FILES:
         english, source = leaves(read_locale("en", name)), leaves(translated_from(language, name))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit.node_locales import LANGUAGES, key_paths, node_defs, pack_schemas, read_locale, stale_translations
+from devkit.node_locales import LANGUAGES, leaves, node_defs, pack_schemas, read_locale, stale_translations
 from face_migration.support import TESTED_COMFYUI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_every_tested_comfyui_shows_the_same_strings(version):
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("name", ["nodeDefs.json", "main.json"])
 def test_translation_has_every_key_of_the_english_file(language, name):
-    english, translated = key_paths(read_locale("en", name)), key_paths(read_locale(language, name))
+    english, translated = set(leaves(read_locale("en", name))), set(leaves(read_locale(language, name)))
     missing = sorted(".".join(p) for p in english - translated)
     extra = sorted(".".join(p) for p in translated - english)
     assert not missing, f"locales/{language}/{name} lacks (add the translation): {missing}"
